@@ -1,0 +1,22 @@
+"""
+pointrend_d2: PointRend semantic segmentation (Kirillov et al., CVPR 2020) as a detectron2
+extension. Importing the package registers its heads in detectron2's registries and its embedded
+dataset in detectron2's DatasetCatalog.
+"""
+
+from . import data
+from .config import add_pointrend_config
+from .point_head import POINT_HEAD_REGISTRY, MLPPointHead, build_point_head
+from .semantic_seg import PointRendSemanticHead
+
+__version__ = "0.1.0"
+
+data.register_textured_shapes()
+
+__all__ = [
+    "POINT_HEAD_REGISTRY",
+    "MLPPointHead",
+    "PointRendSemanticHead",
+    "add_pointrend_config",
+    "build_point_head",
+]

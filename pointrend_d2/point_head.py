@@ -1,0 +1,92 @@
+"""Point heads: per-point classifiers run on the features sampled at PointRend's points."""
+
+import fvcore.nn.weight_init as weight_init
+import torch
+from detectron2.config import CfgNode, configurable
+from detectron2.utils.registry import Registry
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+POINT_HEAD_REGISTRY = Registry("POINTREND_D2_POINT_HEAD")
+POINT_HEAD_REGISTRY.__doc__ = """
+Registry for pointrend_d2's point heads.
+
+A point head is an ``nn.Module`` built as ``obj(cfg, input_channels)`` (directly, or through
+detectron2's ``@configurable`` ``from_config(cfg, input_channels)``), where ``input_channels`` is
+the number of fine-grained feature channels per point. Its forward is
+
+    forward(fine_grained_features: (N, input_channels, P), coarse_features: (N, K, P)) -> (N, K, P)
+
+where N is the batch size, P the number of points and K = MODEL.SEM_SEG_HEAD.NUM_CLASSES the
+number of class logits (1 for a single sigmoid foreground logit). ``coarse_features`` are the
+coarse head's logits at the same points. The output are the refined logits at the points, on the
+same scale as the coarse logits, because they are written back into the coarse logit map.
+"""
+
+
+@POINT_HEAD_REGISTRY.register()
+class MLPPointHead(nn.Module):
+    """
+    PointRend's point MLP, as 1x1 ``Conv1d`` layers over the points: ``num_fc`` hidden layers of
+    width ``fc_dim`` with ReLU, then a linear predictor to the class logits. The coarse logits are
+    concatenated to the fine-grained features at the input and, with ``coarse_pred_each_layer``,
+    to the input of every later layer too. ``num_fc=0`` is a single linear layer.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        input_channels: int,
+        num_classes: int,
+        fc_dim: int = 256,
+        num_fc: int = 3,
+        coarse_pred_each_layer: bool = True,
+    ):
+        """
+        Args:
+            input_channels: number of fine-grained feature channels per point.
+            num_classes: K, number of class logits (1 for a sigmoid foreground logit).
+            fc_dim: width of each hidden layer.
+            num_fc: number of hidden layers.
+            coarse_pred_each_layer: concatenate the coarse logits to every layer's input.
+        """
+        super().__init__()
+        self.coarse_pred_each_layer = coarse_pred_each_layer
+        self.hidden_layers = []
+        in_channels = input_channels + num_classes
+        for k in range(num_fc):
+            fc = nn.Conv1d(in_channels, fc_dim, kernel_size=1)
+            weight_init.c2_msra_fill(fc)
+            # Named fc1..fcN so that detectron2 PointRend checkpoints load unchanged.
+            self.add_module(f"fc{k + 1}", fc)
+            self.hidden_layers.append(fc)
+            in_channels = fc_dim + (num_classes if coarse_pred_each_layer else 0)
+        self.predictor = nn.Conv1d(in_channels, num_classes, kernel_size=1)
+        # A near-zero predictor starts the refined logits close to zero rather than at noise.
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        nn.init.constant_(self.predictor.bias, 0)
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, input_channels: int):
+        return {
+            "input_channels": input_channels,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "fc_dim": cfg.MODEL.POINT_HEAD.FC_DIM,
+            "num_fc": cfg.MODEL.POINT_HEAD.NUM_FC,
+            "coarse_pred_each_layer": cfg.MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER,
+        }
+
+    def forward(self, fine_grained_features: Tensor, coarse_features: Tensor) -> Tensor:
+        """(N, input_channels, P) and (N, K, P) -> (N, K, P) logits."""
+        x = torch.cat([fine_grained_features, coarse_features], dim=1)
+        for layer in self.hidden_layers:
+            x = F.relu(layer(x))
+            if self.coarse_pred_each_layer:
+                x = torch.cat([x, coarse_features], dim=1)
+        return self.predictor(x)
+
+
+def build_point_head(cfg: CfgNode, input_channels: int) -> nn.Module:
+    """Build the point head named by ``cfg.MODEL.POINT_HEAD.NAME``."""
+    return POINT_HEAD_REGISTRY.get(cfg.MODEL.POINT_HEAD.NAME)(cfg, input_channels)

@@ -1,0 +1,202 @@
+"""PointRend semantic segmentation head, registered in detectron2's SEM_SEG_HEADS_REGISTRY."""
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from detectron2.config import CfgNode, configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .point_features import (
+    calculate_uncertainty,
+    point_sample,
+    sample_uncertain_points,
+    select_uncertain_grid_points,
+)
+from .point_head import build_point_head
+
+
+def point_loss(point_logits: Tensor, point_labels: Tensor, ignore_value: int) -> Tensor:
+    """
+    Loss of the point predictions: cross-entropy over K classes, or binary cross-entropy for a
+    single foreground logit (K = 1, labels 0/1). Points labelled ``ignore_value`` do not count;
+    when every point is ignored the loss is 0, not NaN.
+
+    Args:
+        point_logits: (N, K, P) logits.
+        point_labels: (N, P) int64 labels.
+        ignore_value: label of ignored points.
+
+    Returns:
+        scalar loss, the mean over the points that are not ignored.
+    """
+    valid = point_labels != ignore_value
+    num_valid = valid.sum().clamp(min=1)
+    if point_logits.shape[1] == 1:
+        losses = F.binary_cross_entropy_with_logits(
+            point_logits[:, 0], point_labels.to(point_logits.dtype), reduction="none"
+        )
+        return (losses * valid).sum() / num_valid
+    return (
+        F.cross_entropy(point_logits, point_labels, ignore_index=ignore_value, reduction="sum")
+        / num_valid
+    )
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class PointRendSemanticHead(nn.Module):
+    """
+    PointRend for semantic segmentation: a coarse semantic head from SEM_SEG_HEADS_REGISTRY
+    predicts low-resolution logits, and a point head re-predicts them at selected points from
+    fine-grained features sampled there.
+
+    Training returns the coarse head's loss and a point loss at points sampled around the coarse
+    boundaries. Inference upsamples the coarse logits 2x per subdivision step and re-predicts the
+    most uncertain cells, reaching the input resolution for a stride-4 coarse head in 2 steps.
+
+    The coarse head must provide ``layers(features) -> (N, K, H, W)`` logits and
+    ``losses(logits, targets) -> dict``, as detectron2's ``SemSegFPNHead`` does.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        coarse_sem_seg_head: nn.Module,
+        point_head: nn.Module,
+        in_features: List[str],
+        ignore_value: int = 255,
+        train_num_points: int = 2048,
+        oversample_ratio: float = 3,
+        importance_sample_ratio: float = 0.75,
+        subdivision_steps: int = 2,
+        subdivision_num_points: int = 8192,
+    ):
+        """
+        Args:
+            coarse_sem_seg_head: the coarse head (see the class docstring for its contract).
+            point_head: a point head (see ``POINT_HEAD_REGISTRY``).
+            in_features: names of the backbone maps sampled as fine-grained features.
+            ignore_value: label ignored by the losses.
+            train_num_points: points per image for the point loss.
+            oversample_ratio: k of the training sampler.
+            importance_sample_ratio: beta of the training sampler.
+            subdivision_steps: number of 2x upsample-and-refine steps at inference.
+            subdivision_num_points: cells re-predicted at each subdivision step.
+        """
+        super().__init__()
+        # Attribute names match detectron2's PointRend so its checkpoints load unchanged.
+        self.coarse_sem_seg_head = coarse_sem_seg_head
+        self.point_head = point_head
+        self.in_features = list(in_features)
+        self.ignore_value = ignore_value
+        self.train_num_points = train_num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.subdivision_steps = subdivision_steps
+        self.subdivision_num_points = subdivision_num_points
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]):
+        point_cfg = cfg.MODEL.POINT_HEAD
+        in_features = list(point_cfg.IN_FEATURES)
+        missing = [f for f in in_features if f not in input_shape]
+        if missing:
+            raise ValueError(
+                f"MODEL.POINT_HEAD.IN_FEATURES={in_features}: {missing} not produced by the "
+                f"backbone, which produces {sorted(input_shape)}"
+            )
+        coarse_head_name = point_cfg.COARSE_SEM_SEG_HEAD_NAME
+        coarse_sem_seg_head = SEM_SEG_HEADS_REGISTRY.get(coarse_head_name)(cfg, input_shape)
+        input_channels = sum(input_shape[f].channels for f in in_features)
+        return {
+            "coarse_sem_seg_head": coarse_sem_seg_head,
+            "point_head": build_point_head(cfg, input_channels),
+            "in_features": in_features,
+            "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
+            "train_num_points": point_cfg.TRAIN_NUM_POINTS,
+            "oversample_ratio": point_cfg.OVERSAMPLE_RATIO,
+            "importance_sample_ratio": point_cfg.IMPORTANCE_SAMPLE_RATIO,
+            "subdivision_steps": point_cfg.SUBDIVISION_STEPS,
+            "subdivision_num_points": point_cfg.SUBDIVISION_NUM_POINTS,
+        }
+
+    def forward(
+        self, features: Dict[str, Tensor], targets: Optional[Tensor] = None
+    ) -> Tuple[Optional[Tensor], Dict[str, Tensor]]:
+        """
+        Args:
+            features: backbone maps by name, each (N, C_f, H_f, W_f).
+            targets: (N, H, W) int64 labels at the padded input resolution (training only).
+
+        Returns:
+            In training, ``(None, losses)`` with ``loss_sem_seg`` (coarse) and
+            ``loss_sem_seg_point``. In inference, ``((N, K, H', W') logits, {})`` where H', W' is
+            the coarse size times ``2 ** subdivision_steps``.
+        """
+        coarse_logits = self.coarse_sem_seg_head.layers(features)
+        if self.training:
+            losses = self.coarse_sem_seg_head.losses(coarse_logits, targets)
+            with torch.no_grad():
+                point_coords = sample_uncertain_points(
+                    coarse_logits,
+                    self.train_num_points,
+                    self.oversample_ratio,
+                    self.importance_sample_ratio,
+                )
+            point_logits = self.predict_points(features, coarse_logits, point_coords)
+            point_labels = point_sample(
+                targets.unsqueeze(1).to(torch.float32), point_coords, mode="nearest"
+            )[:, 0].to(torch.long)
+            losses["loss_sem_seg_point"] = point_loss(point_logits, point_labels, self.ignore_value)
+            return None, losses
+        return self.subdivision_inference(features, coarse_logits), {}
+
+    def predict_points(
+        self, features: Dict[str, Tensor], coarse_logits: Tensor, point_coords: Tensor
+    ) -> Tensor:
+        """
+        Run the point head at points.
+
+        Args:
+            features: backbone maps by name, each (N, C_f, H_f, W_f).
+            coarse_logits: (N, K, H_c, W_c) coarse logits.
+            point_coords: (N, P, 2) points in ``[0, 1] x [0, 1]`` image coordinates.
+
+        Returns:
+            (N, K, P) point logits.
+        """
+        fine_grained_features = torch.cat(
+            [point_sample(features[name], point_coords) for name in self.in_features], dim=1
+        )
+        coarse_features = point_sample(coarse_logits, point_coords)
+        return self.point_head(fine_grained_features, coarse_features)
+
+    def subdivision_inference(self, features: Dict[str, Tensor], coarse_logits: Tensor) -> Tensor:
+        """
+        Adaptive subdivision: per step, upsample the logits 2x bilinearly, select the most
+        uncertain cells and overwrite their logits with the point head's prediction.
+
+        Args:
+            features: backbone maps by name.
+            coarse_logits: (N, K, H_c, W_c) coarse logits.
+
+        Returns:
+            (N, K, H_c * 2**steps, W_c * 2**steps) refined logits.
+        """
+        logits = coarse_logits
+        for _ in range(self.subdivision_steps):
+            logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
+            batch_size, num_classes, height, width = logits.shape
+            point_indices, point_coords = select_uncertain_grid_points(
+                calculate_uncertainty(logits), self.subdivision_num_points
+            )
+            point_logits = self.predict_points(features, coarse_logits, point_coords)
+            logits = (
+                logits.reshape(batch_size, num_classes, height * width)
+                .scatter(2, point_indices.unsqueeze(1).expand(-1, num_classes, -1), point_logits)
+                .view(batch_size, num_classes, height, width)
+            )
+        return logits

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create (or reuse) the pinned CPU environment for pointrend_d2 and print its directory.
+#
+# The venv lives outside the clone, keyed by a hash of requirements.txt and this script, so CI
+# and fresh clones reuse it. Override its parent folder with POINTREND_D2_ENV_ROOT.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+key=$(cat "$repo/requirements.txt" "$repo/tools/install_env.sh" | sha256sum | cut -c1-16)
+root=${POINTREND_D2_ENV_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/pointrend_d2}
+venv="$root/venv-$key"
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || python=python3
+
+if [ ! -f "$venv/.complete" ]; then
+  echo "[install_env] building $venv (first run: downloads about 6 GB)" >&2
+  rm -rf "$venv"
+  mkdir -p "$root"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip wheel setuptools >&2
+  "$venv/bin/python" -m pip install -q -r "$repo/requirements.txt" >&2
+  # detectron2 is not on PyPI under its own name. `sal-detectron2` is a wheel of its main branch,
+  # tagged cp310 because of a CUDA `_C` extension we do not use; its Python code runs on 3.11.
+  wheels=$(mktemp -d)
+  "$venv/bin/python" -m pip download -q --no-deps --only-binary=:all: --python-version 3.10 \
+    sal-detectron2==0.7.2 -d "$wheels" >&2
+  whl=$(ls "$wheels"/sal_detectron2-0.7.2-*.whl)
+  cp "$whl" "$wheels/sal_detectron2-0.7.2-py3-none-any.whl"
+  "$venv/bin/python" -m pip install -q --no-deps "$wheels/sal_detectron2-0.7.2-py3-none-any.whl" >&2
+  rm -rf "$wheels"
+  "$venv/bin/python" -c "import torch, torchvision, detectron2, cv2; print('[install_env] torch', torch.__version__, 'detectron2', detectron2.__version__)" >&2
+  touch "$venv/.complete"
+fi
+echo "$venv"

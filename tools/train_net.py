@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""
+Train and evaluate PointRend semantic segmentation models with detectron2.
+
+    python tools/train_net.py --config-file configs/pointrend_semseg.yaml
+    python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
+    python tools/train_net.py --config-file CONFIG --resume
+    python tools/train_net.py --config-file CONFIG --num-gpus 8 SOLVER.IMS_PER_BATCH 32
+"""
+
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+
+from pointrend_d2 import add_pointrend_config
+from pointrend_d2.engine import Trainer
+
+
+def setup(args):
+    """Create the config from defaults, the config file and the command line, then set up."""
+    cfg = get_cfg()
+    add_pointrend_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = Trainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
+
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
