@@ -9,7 +9,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["pointrend_d2", "pointrend_d2.*"]),
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     # detectron2 is not on PyPI under its own name: install it first (README, "Install").
     install_requires=[
         "torch>=2.0",

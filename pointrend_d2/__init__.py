@@ -1,11 +1,13 @@
 """
 pointrend_d2: PointRend semantic segmentation (Kirillov et al., CVPR 2020) as a detectron2
-extension. Importing the package registers its heads in detectron2's registries and its embedded
-dataset in detectron2's DatasetCatalog.
+extension. Importing the package registers its heads and its dilated ResNet backbone in
+detectron2's registries and its embedded dataset in detectron2's DatasetCatalog.
 """
 
 from . import data
 from .config import add_pointrend_config
+from .deeplab_head import DeepLabV3CoarseHead
+from .dilated_resnet import DilatedResNet, build_dilated_resnet_backbone
 from .point_head import POINT_HEAD_REGISTRY, MLPPointHead, build_point_head
 from .semantic_seg import PointRendSemanticHead
 
@@ -15,8 +17,11 @@ data.register_textured_shapes()
 
 __all__ = [
     "POINT_HEAD_REGISTRY",
+    "DeepLabV3CoarseHead",
+    "DilatedResNet",
     "MLPPointHead",
     "PointRendSemanticHead",
     "add_pointrend_config",
+    "build_dilated_resnet_backbone",
     "build_point_head",
 ]

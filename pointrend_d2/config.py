@@ -12,6 +12,16 @@ def add_pointrend_config(cfg: CN) -> None:
     # (1.0 disables the constraint).
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
 
+    # Dataset spec files (YAML or JSON) of image + label-PNG folders, registered by
+    # pointrend_d2.data.register_datasets_from_config before training (see data/folder.py).
+    cfg.DATASETS.FOLDER_SPECS = []
+
+    cfg.TEST.BOUNDARY_IOU = CN()
+    # Also evaluate per-class Boundary IoU and min(IoU, BIoU) beside the dataset's mIoU evaluator.
+    cfg.TEST.BOUNDARY_IOU.ENABLED = True
+    # Band width as a fraction of the image diagonal (the Boundary IoU paper's 0.02).
+    cfg.TEST.BOUNDARY_IOU.DILATION_RATIO = 0.02
+
     cfg.MODEL.POINT_HEAD = CN()
     # Name of the point head in pointrend_d2's POINT_HEAD_REGISTRY.
     cfg.MODEL.POINT_HEAD.NAME = "MLPPointHead"
@@ -20,13 +30,16 @@ def add_pointrend_config(cfg: CN) -> None:
     cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME = "SemSegFPNHead"
     # Backbone feature maps sampled at each point as fine-grained features (concatenated).
     cfg.MODEL.POINT_HEAD.IN_FEATURES = ["p2"]
-    # Number of points N per image at which the point loss is computed during training.
+    # Number of points N per image at which the point loss is computed during training; -1 derives
+    # the paper's value from the training crop: the cells of a stride-16 map of an absolute
+    # INPUT.CROP.SIZE (2048 for 512x1024 crops).
     cfg.MODEL.POINT_HEAD.TRAIN_NUM_POINTS = 2048
     # k in the paper: k * N random candidate points are drawn before importance selection.
     cfg.MODEL.POINT_HEAD.OVERSAMPLE_RATIO = 3
     # beta in the paper: beta * N points are the most uncertain candidates, the rest are uniform.
     cfg.MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO = 0.75
-    # Number of 2x upsample-and-refine steps at inference (2 takes stride 4 to full resolution).
+    # Number of 2x upsample-and-refine steps at inference; it must be log2 of the coarse head's
+    # stride to reach full resolution (stride 4: 2, 8: 3, 16: 4), and -1 derives it so.
     cfg.MODEL.POINT_HEAD.SUBDIVISION_STEPS = 2
     # Number of most uncertain cells re-predicted at each subdivision step.
     cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS = 8192
@@ -36,3 +49,17 @@ def add_pointrend_config(cfg: CN) -> None:
     cfg.MODEL.POINT_HEAD.NUM_FC = 3
     # Concatenate the coarse logits to the input of every MLP layer, not only the first.
     cfg.MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER = True
+
+    # Dilation of res4 in build_dilated_resnet_backbone, with detectron2's RES5_DILATION: (1, 2)
+    # gives output stride 16, (2, 4) output stride 8, (1, 1) the plain stride 32.
+    cfg.MODEL.RESNETS.RES4_DILATION = 1
+
+    cfg.MODEL.DEEPLAB_V3 = CN()
+    # Channels of each ASPP branch and of its projection in DeepLabV3CoarseHead.
+    cfg.MODEL.DEEPLAB_V3.ASPP_CHANNELS = 256
+    # Atrous rates of the three 3x3 ASPP convs: (6, 12, 18) at output stride 16, (12, 24, 36) at 8.
+    cfg.MODEL.DEEPLAB_V3.ASPP_DILATIONS = [6, 12, 18]
+    # Normalization of the ASPP convs ("BN", "SyncBN", "GN", ... see detectron2's get_norm).
+    cfg.MODEL.DEEPLAB_V3.NORM = "BN"
+    # Dropout rate on the ASPP output during training (0 disables it).
+    cfg.MODEL.DEEPLAB_V3.DROPOUT = 0.1

@@ -42,22 +42,32 @@ def point_sample(
     return F.grid_sample(input, grid, mode=mode, align_corners=align_corners).squeeze(3)
 
 
-def calculate_uncertainty(logits: Tensor) -> Tensor:
+def uncertainty_and_label(logits: Tensor) -> Tuple[Tensor, Tensor]:
     """
-    Uncertainty of each location: ``-(top1 - top2)`` over the class dimension, so near-ties score
-    highest (close to 0) and confident locations score very negative. With a single class
-    (a sigmoid foreground logit) it is ``-|logit|``.
+    Uncertainty and top class of each location: ``-(top1 - top2)`` over the class dimension, so
+    near-ties score highest (close to 0) and confident locations very negative. With a single
+    class (a sigmoid foreground logit) the uncertainty is ``-|logit|`` and the label
+    ``logit > 0``.
 
     Args:
-        logits: (N, C, ...) class logits.
+        logits: (N, K, ...) class logits.
 
     Returns:
-        (N, 1, ...) uncertainty scores, higher is more uncertain.
+        uncertainty: (N, ...) scores, higher is more uncertain.
+        label: (N, ...) int64 top class (0 or 1 for a single logit).
     """
     if logits.shape[1] == 1:
-        return -logits.abs()
-    top2 = torch.topk(logits, k=2, dim=1).values
-    return (top2[:, 1] - top2[:, 0]).unsqueeze(1)
+        return -logits[:, 0].abs(), (logits[:, 0] > 0).to(torch.int64)
+    top2 = torch.topk(logits, k=2, dim=1)
+    return top2.values[:, 1] - top2.values[:, 0], top2.indices[:, 0]
+
+
+def calculate_uncertainty(logits: Tensor) -> Tensor:
+    """
+    The uncertainty of :func:`uncertainty_and_label` with the class dimension kept:
+    (N, K, ...) logits -> (N, 1, ...) scores, higher is more uncertain.
+    """
+    return uncertainty_and_label(logits)[0].unsqueeze(1)
 
 
 def sample_uncertain_points(

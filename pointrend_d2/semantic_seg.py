@@ -9,13 +9,9 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .point_features import (
-    calculate_uncertainty,
-    point_sample,
-    sample_uncertain_points,
-    select_uncertain_grid_points,
-)
+from .point_features import point_sample, sample_uncertain_points
 from .point_head import build_point_head
+from .subdivision import subdivision_inference
 
 
 def point_loss(point_logits: Tensor, point_labels: Tensor, ignore_value: int) -> Tensor:
@@ -45,6 +41,80 @@ def point_loss(point_logits: Tensor, point_labels: Tensor, ignore_value: int) ->
     )
 
 
+def sem_seg_loss(logits: Tensor, labels: Tensor, ignore_value: int) -> Tensor:
+    """
+    :func:`point_loss` at every pixel of a dense prediction.
+
+    Args:
+        logits: (N, K, H, W) logits (K = 1: a sigmoid foreground logit).
+        labels: (N, H, W) int64 labels.
+        ignore_value: label of ignored pixels.
+
+    Returns:
+        scalar loss, the mean over the pixels that are not ignored.
+    """
+    return point_loss(logits.flatten(2), labels.flatten(1), ignore_value)
+
+
+def expand_foreground_logit(logits: Tensor) -> Tensor:
+    """
+    Make a single sigmoid foreground logit usable where every class has a logit (detectron2's
+    SemanticSegmentor and SemSegEvaluator take the argmax over channels): ``(N, 1, H, W)``
+    becomes ``(N, 2, H, W)`` logits ``[0, logit]``, whose softmax is ``[1 - sigmoid(logit),
+    sigmoid(logit)]``; class 0 is background, 1 foreground. Logits with K > 1 are returned as is.
+    """
+    if logits.shape[1] != 1:
+        return logits
+    return torch.cat([torch.zeros_like(logits), logits], dim=1)
+
+
+def resolve_subdivision_steps(subdivision_steps: int, coarse_stride: int) -> int:
+    """
+    The number of 2x subdivision steps that take logits of stride ``coarse_stride`` to the input
+    resolution: ``log2(coarse_stride)`` (stride 4: 2, 8: 3, 16: 4).
+
+    Args:
+        subdivision_steps: MODEL.POINT_HEAD.SUBDIVISION_STEPS; -1 derives the value.
+        coarse_stride: stride of the coarse head's logits, a power of 2.
+
+    Raises:
+        ValueError: if a value set by hand is not ``log2(coarse_stride)``.
+    """
+    required_steps = coarse_stride.bit_length() - 1
+    if coarse_stride < 1 or coarse_stride != 1 << required_steps:
+        raise ValueError(f"The coarse head's stride must be a power of 2, got {coarse_stride}")
+    if subdivision_steps not in (-1, required_steps):
+        raise ValueError(
+            f"MODEL.POINT_HEAD.SUBDIVISION_STEPS={subdivision_steps} does not reach the input "
+            f"resolution from the coarse stride {coarse_stride}: it must be {required_steps} "
+            "(log2 of the stride), or -1 to derive it"
+        )
+    return required_steps
+
+
+def resolve_train_num_points(cfg: CfgNode) -> int:
+    """
+    MODEL.POINT_HEAD.TRAIN_NUM_POINTS, where -1 derives the paper's value: the number of cells of
+    a stride-16 map of the training crop, ``ceil(crop_h / 16) * ceil(crop_w / 16)`` (2048 for
+    512 x 1024 crops).
+
+    Raises:
+        ValueError: for -1 without an enabled INPUT.CROP of TYPE "absolute".
+    """
+    train_num_points = cfg.MODEL.POINT_HEAD.TRAIN_NUM_POINTS
+    if train_num_points != -1:
+        return train_num_points
+    crop_cfg = cfg.INPUT.CROP
+    if not crop_cfg.ENABLED or crop_cfg.TYPE != "absolute":
+        raise ValueError(
+            "MODEL.POINT_HEAD.TRAIN_NUM_POINTS=-1 derives the number of points from the training "
+            "crop size, which needs INPUT.CROP.ENABLED=True and INPUT.CROP.TYPE='absolute' (got "
+            f"ENABLED={crop_cfg.ENABLED}, TYPE={crop_cfg.TYPE!r}); set TRAIN_NUM_POINTS instead"
+        )
+    crop_height, crop_width = crop_cfg.SIZE
+    return -(-crop_height // 16) * -(-crop_width // 16)
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class PointRendSemanticHead(nn.Module):
     """
@@ -54,10 +124,17 @@ class PointRendSemanticHead(nn.Module):
 
     Training returns the coarse head's loss and a point loss at points sampled around the coarse
     boundaries. Inference upsamples the coarse logits 2x per subdivision step and re-predicts the
-    most uncertain cells, reaching the input resolution for a stride-4 coarse head in 2 steps.
+    most uncertain cells, reaching the input resolution in ``log2(coarse stride)`` steps.
 
-    The coarse head must provide ``layers(features) -> (N, K, H, W)`` logits and
-    ``losses(logits, targets) -> dict``, as detectron2's ``SemSegFPNHead`` does.
+    The coarse head must provide ``layers(features) -> (N, K, H, W)`` logits,
+    ``losses(logits, targets) -> dict`` and a ``common_stride`` attribute (the stride of its
+    logits), as detectron2's ``SemSegFPNHead`` and :class:`DeepLabV3CoarseHead` do.
+
+    With one class (K = 1) the logit is a sigmoid foreground logit (labels 0 background,
+    1 foreground): the coarse loss is computed here as binary cross-entropy, since
+    ``SemSegFPNHead.losses`` is a K-way cross-entropy (this needs the coarse head's
+    ``loss_weight``), and inference returns two-class logits ``[0, logit]`` (see
+    :func:`expand_foreground_logit`).
     """
 
     @configurable
@@ -110,16 +187,23 @@ class PointRendSemanticHead(nn.Module):
             )
         coarse_head_name = point_cfg.COARSE_SEM_SEG_HEAD_NAME
         coarse_sem_seg_head = SEM_SEG_HEADS_REGISTRY.get(coarse_head_name)(cfg, input_shape)
+        if not hasattr(coarse_sem_seg_head, "common_stride"):
+            raise ValueError(
+                f"MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME={coarse_head_name!r} has no "
+                "`common_stride` attribute, the stride of its logits"
+            )
         input_channels = sum(input_shape[f].channels for f in in_features)
         return {
             "coarse_sem_seg_head": coarse_sem_seg_head,
             "point_head": build_point_head(cfg, input_channels),
             "in_features": in_features,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            "train_num_points": point_cfg.TRAIN_NUM_POINTS,
+            "train_num_points": resolve_train_num_points(cfg),
             "oversample_ratio": point_cfg.OVERSAMPLE_RATIO,
             "importance_sample_ratio": point_cfg.IMPORTANCE_SAMPLE_RATIO,
-            "subdivision_steps": point_cfg.SUBDIVISION_STEPS,
+            "subdivision_steps": resolve_subdivision_steps(
+                point_cfg.SUBDIVISION_STEPS, coarse_sem_seg_head.common_stride
+            ),
             "subdivision_num_points": point_cfg.SUBDIVISION_NUM_POINTS,
         }
 
@@ -133,12 +217,12 @@ class PointRendSemanticHead(nn.Module):
 
         Returns:
             In training, ``(None, losses)`` with ``loss_sem_seg`` (coarse) and
-            ``loss_sem_seg_point``. In inference, ``((N, K, H', W') logits, {})`` where H', W' is
-            the coarse size times ``2 ** subdivision_steps``.
+            ``loss_sem_seg_point``. In inference, ``((N, K', H', W') logits, {})`` where H', W' is
+            the coarse size times ``2 ** subdivision_steps`` and K' = max(K, 2).
         """
         coarse_logits = self.coarse_sem_seg_head.layers(features)
         if self.training:
-            losses = self.coarse_sem_seg_head.losses(coarse_logits, targets)
+            losses = self.coarse_losses(coarse_logits, targets)
             with torch.no_grad():
                 point_coords = sample_uncertain_points(
                     coarse_logits,
@@ -152,7 +236,24 @@ class PointRendSemanticHead(nn.Module):
             )[:, 0].to(torch.long)
             losses["loss_sem_seg_point"] = point_loss(point_logits, point_labels, self.ignore_value)
             return None, losses
-        return self.subdivision_inference(features, coarse_logits), {}
+        return expand_foreground_logit(self.subdivision_inference(features, coarse_logits)), {}
+
+    def coarse_losses(self, coarse_logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        """
+        The coarse head's losses; for a single foreground logit, binary cross-entropy of the
+        logits upsampled to the labels' size, times the coarse head's ``loss_weight``.
+
+        Args:
+            coarse_logits: (N, K, H_c, W_c) coarse logits.
+            targets: (N, H, W) int64 labels.
+        """
+        if coarse_logits.shape[1] > 1:
+            return self.coarse_sem_seg_head.losses(coarse_logits, targets)
+        logits = F.interpolate(
+            coarse_logits.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False
+        )
+        loss = sem_seg_loss(logits, targets, self.ignore_value)
+        return {"loss_sem_seg": loss * self.coarse_sem_seg_head.loss_weight}
 
     def predict_points(
         self, features: Dict[str, Tensor], coarse_logits: Tensor, point_coords: Tensor
@@ -177,7 +278,8 @@ class PointRendSemanticHead(nn.Module):
     def subdivision_inference(self, features: Dict[str, Tensor], coarse_logits: Tensor) -> Tensor:
         """
         Adaptive subdivision: per step, upsample the logits 2x bilinearly, select the most
-        uncertain cells and overwrite their logits with the point head's prediction.
+        uncertain cells and overwrite their logits with the point head's prediction (see
+        :func:`pointrend_d2.subdivision.subdivision_inference`).
 
         Args:
             features: backbone maps by name.
@@ -186,17 +288,9 @@ class PointRendSemanticHead(nn.Module):
         Returns:
             (N, K, H_c * 2**steps, W_c * 2**steps) refined logits.
         """
-        logits = coarse_logits
-        for _ in range(self.subdivision_steps):
-            logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
-            batch_size, num_classes, height, width = logits.shape
-            point_indices, point_coords = select_uncertain_grid_points(
-                calculate_uncertainty(logits), self.subdivision_num_points
-            )
-            point_logits = self.predict_points(features, coarse_logits, point_coords)
-            logits = (
-                logits.reshape(batch_size, num_classes, height * width)
-                .scatter(2, point_indices.unsqueeze(1).expand(-1, num_classes, -1), point_logits)
-                .view(batch_size, num_classes, height, width)
-            )
-        return logits
+        return subdivision_inference(
+            coarse_logits,
+            self.subdivision_steps,
+            self.subdivision_num_points,
+            lambda point_coords: self.predict_points(features, coarse_logits, point_coords),
+        )

@@ -6,7 +6,8 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=$(bash "$repo/tools/install_env.sh")
-installed=$("$venv/bin/python" -c "import pointrend_d2, os; print(os.path.dirname(os.path.dirname(pointrend_d2.__file__)))" 2>/dev/null || true)
+# Asked from / so that the current directory cannot shadow the installed package.
+installed=$(cd / && "$venv/bin/python" -c "import os, pointrend_d2; print(os.path.dirname(os.path.dirname(pointrend_d2.__file__)))" 2>/dev/null || true)
 if [ "$installed" != "$repo" ]; then
   echo "[with_env] pip install -e $repo" >&2
   "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$repo" >&2

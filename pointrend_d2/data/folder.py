@@ -1,0 +1,294 @@
+"""
+Custom semantic-segmentation datasets from two folders: images and single-channel label PNGs
+(label value = class index, ``ignore_label`` not scored), paired by file stem. COCO-Stuff's
+detectron2 layout (``stuffthingmaps_detectron2``), ADE20K's and most others are of this kind.
+
+From Python::
+
+    register_folder_dataset("my_train", "data/images/train", "data/labels/train", ["sky", "road"])
+
+From a config, without Python: list spec files in ``DATASETS.FOLDER_SPECS`` and call
+:func:`register_datasets_from_config` before building the trainer. A spec file (YAML or JSON;
+relative paths are relative to the spec file)::
+
+    classes: [sky, road, car]          # or  classes_file: classes.txt  (one name per line)
+    colors: [[70, 130, 180], [128, 64, 128], [0, 0, 142]]   # optional, RGB
+    ignore_label: 255                  # optional
+    image_ext: .jpg                    # optional, default: .jpg, .jpeg, .png
+    label_ext: .png                    # optional
+    datasets:
+      my_train: {image_dir: images/train, label_dir: labels/train}
+      my_val: {image_dir: images/val, label_dir: labels/val}
+"""
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Sequence
+
+import yaml
+from detectron2.config import CfgNode
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.colormap import colormap
+from PIL import Image
+
+__all__ = [
+    "load_folder_dataset",
+    "register_datasets_from_config",
+    "register_folder_dataset",
+    "register_folder_datasets_from_spec",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+_SPEC_KEYS = {"classes", "classes_file", "colors", "ignore_label", "image_ext", "label_ext"}
+
+
+def _files_by_stem(directory: str, extensions: tuple[str, ...]) -> dict[str, str]:
+    """Files under ``directory`` (recursively) with one of ``extensions``, keyed by their path
+    relative to ``directory`` without the extension."""
+    files = {}
+    for parent, _, names in os.walk(directory):
+        for name in names:
+            stem, extension = os.path.splitext(name)
+            if extension.lower() not in extensions:
+                continue
+            key = os.path.normpath(os.path.join(os.path.relpath(parent, directory), stem))
+            if key in files:
+                raise ValueError(
+                    f"Two files share the stem {key!r}: {files[key]} and {os.path.join(parent, name)}"
+                )
+            files[key] = os.path.join(parent, name)
+    return files
+
+
+def _image_size(path: str) -> tuple[int, int]:
+    """(height, width) from the file header."""
+    with Image.open(path) as image:
+        width, height = image.size
+    return height, width
+
+
+def load_folder_dataset(
+    image_dir: str,
+    label_dir: str,
+    *,
+    image_ext: str | Sequence[str] = DEFAULT_IMAGE_EXTS,
+    label_ext: str = ".png",
+    check_sizes: bool = True,
+) -> list[dict]:
+    """
+    Pairs every image with the label of the same stem (relative path without extension).
+
+    Args:
+        image_dir, label_dir: the two folders; subfolders are searched too and must match.
+        image_ext: extension(s) of the images (case-insensitive).
+        label_ext: extension of the labels.
+        check_sizes: compare each image's size with its label's (reads the file headers).
+
+    Returns:
+        detectron2 dataset dicts, sorted by stem, with ``file_name``, ``sem_seg_file_name``,
+        ``height``, ``width`` and ``image_id`` (the stem).
+
+    Raises:
+        FileNotFoundError: a folder is missing or empty, or an image has no label or a label no
+            image (the message names the file).
+        ValueError: an image and its label differ in size.
+    """
+    image_exts = (image_ext,) if isinstance(image_ext, str) else tuple(image_ext)
+    images = _files_by_stem(image_dir, tuple(e.lower() for e in image_exts))
+    labels = _files_by_stem(label_dir, (label_ext.lower(),))
+    if not images:
+        raise FileNotFoundError(f"No {'/'.join(image_exts)} images found in {image_dir}")
+    missing_labels = sorted(set(images) - set(labels))
+    if missing_labels:
+        stem = missing_labels[0]
+        raise FileNotFoundError(
+            f"Image {images[stem]} has no label {os.path.join(label_dir, stem + label_ext)}"
+            + (f" (and {len(missing_labels) - 1} more images)" if len(missing_labels) > 1 else "")
+        )
+    missing_images = sorted(set(labels) - set(images))
+    if missing_images:
+        stem = missing_images[0]
+        raise FileNotFoundError(
+            f"Label {labels[stem]} has no image with stem {stem!r} in {image_dir}"
+            + (f" (and {len(missing_images) - 1} more labels)" if len(missing_images) > 1 else "")
+        )
+
+    dataset_dicts = []
+    for stem in sorted(images):
+        record = {
+            "file_name": images[stem],
+            "sem_seg_file_name": labels[stem],
+            "image_id": stem,
+        }
+        if check_sizes:
+            image_size = _image_size(images[stem])
+            label_size = _image_size(labels[stem])
+            if image_size != label_size:
+                raise ValueError(
+                    f"Label {labels[stem]} is {label_size[0]}x{label_size[1]} (HxW) but image "
+                    f"{images[stem]} is {image_size[0]}x{image_size[1]}"
+                )
+            record["height"], record["width"] = image_size
+        dataset_dicts.append(record)
+    return dataset_dicts
+
+
+def register_folder_dataset(
+    name: str,
+    image_dir: str,
+    label_dir: str,
+    classes: Sequence[str],
+    colors: Sequence[Sequence[int]] | None = None,
+    ignore_label: int = 255,
+    image_ext: str | Sequence[str] = DEFAULT_IMAGE_EXTS,
+    label_ext: str = ".png",
+    check_sizes: bool = True,
+) -> str:
+    """
+    Registers a folder dataset (see :func:`load_folder_dataset`) in detectron2's DatasetCatalog,
+    evaluated by SemSegEvaluator (``evaluator_type="sem_seg"``). The folders are listed when the
+    dataset is first used. Registering the same name with the same folders again does nothing.
+
+    Args:
+        name: dataset name, e.g. ``"my_data_train"``.
+        image_dir, label_dir: the image and label folders.
+        classes: class names; label value i is ``classes[i]``.
+        colors: RGB colour per class for visualisation; detectron2's colormap if None.
+        ignore_label: label value not trained on nor scored.
+        image_ext, label_ext, check_sizes: see :func:`load_folder_dataset`.
+
+    Returns:
+        ``name``.
+
+    Raises:
+        FileNotFoundError: a folder does not exist.
+        ValueError: bad classes or colours, or ``name`` is registered with other folders.
+    """
+    image_dir, label_dir = os.path.abspath(image_dir), os.path.abspath(label_dir)
+    for directory in (image_dir, label_dir):
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"Dataset {name!r}: folder {directory} does not exist")
+    classes = [str(c) for c in classes]
+    if not classes:
+        raise ValueError(f"Dataset {name!r}: no classes given")
+    if 0 <= ignore_label < len(classes):
+        raise ValueError(f"Dataset {name!r}: ignore_label {ignore_label} is a class index")
+    if colors is None:
+        palette = colormap(rgb=True, maximum=255).astype(int).tolist()
+        colors = [palette[i % len(palette)] for i in range(len(classes))]
+    colors = [[int(v) for v in color] for color in colors]
+    if len(colors) != len(classes) or any(len(color) != 3 for color in colors):
+        raise ValueError(
+            f"Dataset {name!r}: need one RGB colour per class ({len(classes)}), got {colors}"
+        )
+
+    if name in DatasetCatalog.list():
+        registered = MetadataCatalog.get(name)
+        if (registered.get("image_root"), registered.get("sem_seg_root")) != (image_dir, label_dir):
+            raise ValueError(
+                f"Dataset {name!r} is already registered with image_root "
+                f"{registered.get('image_root')!r} and sem_seg_root "
+                f"{registered.get('sem_seg_root')!r}"
+            )
+        return name
+    DatasetCatalog.register(
+        name,
+        functools.partial(
+            load_folder_dataset,
+            image_dir,
+            label_dir,
+            image_ext=image_ext,
+            label_ext=label_ext,
+            check_sizes=check_sizes,
+        ),
+    )
+    MetadataCatalog.get(name).set(
+        stuff_classes=classes,
+        stuff_colors=colors,
+        ignore_label=ignore_label,
+        evaluator_type="sem_seg",
+        image_root=image_dir,
+        sem_seg_root=label_dir,
+    )
+    return name
+
+
+def _read_spec(path: str) -> dict:
+    with open(path) as f:
+        spec = json.load(f) if path.lower().endswith(".json") else yaml.safe_load(f)
+    if not isinstance(spec, dict):
+        raise TypeError(f"Dataset spec {path}: expected a mapping at the top level")
+    return spec
+
+
+def register_folder_datasets_from_spec(path: str) -> list[str]:
+    """
+    Registers the datasets of one spec file (format in the module docstring).
+
+    Returns:
+        The registered dataset names.
+    """
+    spec = _read_spec(path)
+    base_dir = os.path.dirname(os.path.abspath(path))
+    unknown = set(spec) - _SPEC_KEYS - {"datasets"}
+    if unknown:
+        raise ValueError(f"Dataset spec {path}: unknown keys {sorted(unknown)}")
+    if ("classes" in spec) == ("classes_file" in spec):
+        raise ValueError(f"Dataset spec {path}: give exactly one of 'classes' and 'classes_file'")
+    if "classes_file" in spec:
+        with open(os.path.join(base_dir, spec["classes_file"])) as f:
+            classes = [line.strip() for line in f if line.strip()]
+    else:
+        classes = spec["classes"]
+    datasets = spec.get("datasets")
+    if not datasets or not isinstance(datasets, dict):
+        raise ValueError(f"Dataset spec {path}: 'datasets' must map names to folders")
+    options = {key: spec[key] for key in _SPEC_KEYS - {"classes", "classes_file"} if key in spec}
+    names = []
+    for name, folders in datasets.items():
+        if set(folders) != {"image_dir", "label_dir"}:
+            raise ValueError(
+                f"Dataset spec {path}: {name!r} needs exactly 'image_dir' and 'label_dir'"
+            )
+        names.append(
+            register_folder_dataset(
+                name,
+                os.path.join(base_dir, folders["image_dir"]),
+                os.path.join(base_dir, folders["label_dir"]),
+                classes,
+                **options,
+            )
+        )
+    return names
+
+
+def register_datasets_from_config(cfg: CfgNode) -> list[str]:
+    """
+    Registers the datasets of every spec file in ``cfg.DATASETS.FOLDER_SPECS`` (paths relative
+    to the working directory). Call it before building the model's data loaders and evaluators.
+
+    Returns:
+        The registered dataset names.
+
+    Raises:
+        ValueError: a registered dataset used in DATASETS.TRAIN or DATASETS.TEST has a number of
+            classes other than MODEL.SEM_SEG_HEAD.NUM_CLASSES.
+    """
+    names = []
+    for path in cfg.DATASETS.FOLDER_SPECS:
+        names.extend(register_folder_datasets_from_spec(path))
+    used = set(cfg.DATASETS.TRAIN) | set(cfg.DATASETS.TEST)
+    for name in names:
+        num_classes = len(MetadataCatalog.get(name).stuff_classes)
+        if name in used and num_classes != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
+            raise ValueError(
+                f"Dataset {name!r} has {num_classes} classes but MODEL.SEM_SEG_HEAD.NUM_CLASSES "
+                f"is {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}"
+            )
+    if names:
+        logger.info("Registered folder datasets: %s", ", ".join(names))
+    return names

@@ -1,0 +1,237 @@
+"""
+Adaptive subdivision inference without dense uncertainty maps.
+
+Each step of PointRend's inference upsamples the logits 2x and re-predicts the N most uncertain
+cells. Computing the uncertainty (a top-2 over classes) at every cell of the upsampled map is most
+of the cost of a straightforward implementation, yet only cells near class boundaries can be among
+the N most uncertain. This module selects exactly the same cells while computing the uncertainty
+only where it can matter, using a bound that holds for bilinear 2x upsampling:
+
+    An upsampled cell is a convex combination of a 2x2 window of source cells. If all of them
+    have the same top class ``a`` with margins (top-1 minus top-2) of at least ``m``, the
+    combination has top class ``a`` and a margin of at least ``m``, because for every class
+    ``b``: ``v_a - v_b = sum_i w_i (x_ia - x_ib) >= sum_i w_i m = m``.
+
+So the uncertainty ``-margin`` of an upsampled cell is at most ``-m`` of its window when the
+window agrees on its top class (0 otherwise). The cells whose bound is below the N-th largest exact
+uncertainty among the candidates cannot be selected and are never looked at. The bounds of the
+next step come from these windows, from the exact values at the candidates, and from the point
+head's predictions, so no step computes a dense top-2 over classes after the coarse map.
+
+Shape shorthand and coordinates as in :mod:`pointrend_d2.point_features`; additionally
+``K`` is the number of class logits and ``(H, W)`` the size of the map before a 2x step.
+"""
+
+from typing import Callable, NamedTuple, Tuple
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from .point_features import grid_cell_centers, uncertainty_and_label
+
+# Relative float32 rounding allowance of the bound: an interpolated margin can come out a few ulps
+# of the logits' magnitude below the exact convex-combination bound.
+_ROUNDING_SLACK = 16 * torch.finfo(torch.float32).eps
+
+
+class MarginBounds(NamedTuple):
+    """
+    What is known about the cells of a logit map, without its dense top-2.
+
+    margin: (N, H, W) a lower bound on each cell's margin (top-1 minus top-2 logit; |logit| for a
+        single foreground logit).
+    label: (N, H, W) int64 top class of each cell, -1 where unknown.
+    max_abs_logit: an upper bound on the magnitude of the map's logits (for rounding slack).
+    """
+
+    margin: Tensor
+    label: Tensor
+    max_abs_logit: float
+
+
+def exact_margin_bounds(logits: Tensor) -> MarginBounds:
+    """Exact :class:`MarginBounds` of an (N, K, H, W) logit map (one dense top-2)."""
+    uncertainty, label = uncertainty_and_label(logits)
+    return MarginBounds(-uncertainty, label, logits.abs().max().item())
+
+
+def window_uncertainty_bounds(bounds: MarginBounds) -> Tuple[Tensor, Tensor]:
+    """
+    Upper bounds on the uncertainty of the cells of the 2x bilinear upsampling of a map.
+
+    Window ``(p, q)`` is the 2x2 block of source cells ``p-1..p`` x ``q-1..q`` (edges replicated),
+    which the upsampled cells ``2p-1..2p`` x ``2q-1..2q`` interpolate (align_corners=False).
+
+    Args:
+        bounds: :class:`MarginBounds` of the (N, K, H, W) source map.
+
+    Returns:
+        uncertainty_bound: (N, H+1, W+1) an upper bound on the uncertainty of the window's cells:
+            ``-(min margin) + slack`` if its 4 cells have the same known label, else 0.
+        label: (N, H+1, W+1) int64 the window's common label, -1 if none.
+    """
+    margin = F.pad(bounds.margin.unsqueeze(1), (1, 1, 1, 1), mode="replicate")
+    min_margin = -F.max_pool2d(-margin, kernel_size=2, stride=1)[:, 0]
+    label = F.pad(bounds.label.unsqueeze(1).to(torch.float32), (1, 1, 1, 1), mode="replicate")[:, 0]
+    top_left = label[:, :-1, :-1]
+    agree = (
+        (top_left == label[:, :-1, 1:])
+        & (top_left == label[:, 1:, :-1])
+        & (top_left == label[:, 1:, 1:])
+        & (top_left >= 0)
+    )
+    slack = _ROUNDING_SLACK * bounds.max_abs_logit
+    uncertainty_bound = torch.where(agree, slack - min_margin, torch.zeros_like(min_margin))
+    window_label = torch.where(agree, top_left, torch.full_like(top_left, -1)).to(torch.int64)
+    return uncertainty_bound, window_label
+
+
+def window_cells(windows: Tensor, window_width: int, height: int, width: int) -> Tensor:
+    """
+    Flat indices of the upsampled cells of windows.
+
+    Args:
+        windows: (M,) flat indices ``p * window_width + q`` of windows.
+        window_width: W + 1.
+        height, width: 2H and 2W, the size of the upsampled map.
+
+    Returns:
+        (S,) int64 flat indices ``r * width + c`` of the upsampled cells of the windows, M <= S <=
+        4M; each cell belongs to exactly one window.
+    """
+    rows = torch.div(windows, window_width, rounding_mode="floor")
+    cols = windows - rows * window_width
+    cell_rows = torch.stack([2 * rows - 1, 2 * rows - 1, 2 * rows, 2 * rows], dim=1)
+    cell_cols = torch.stack([2 * cols - 1, 2 * cols, 2 * cols - 1, 2 * cols], dim=1)
+    inside = (cell_rows >= 0) & (cell_rows < height) & (cell_cols >= 0) & (cell_cols < width)
+    return (cell_rows * width + cell_cols)[inside]
+
+
+class Selection(NamedTuple):
+    """The cells selected in one image at one step, and the exact values at all candidates."""
+
+    point_indices: Tensor  # (P,) flat indices of the selected cells, most uncertain first
+    candidates: Tensor  # (S,) flat indices of the cells whose uncertainty was computed
+    candidate_margin: Tensor  # (S,) their exact margins
+    candidate_label: Tensor  # (S,) their exact labels
+
+
+def select_uncertain_cells(
+    upsampled: Tensor, uncertainty_bound: Tensor, num_points: int
+) -> Selection:
+    """
+    The ``num_points`` most uncertain cells of one upsampled logit map, the same cells as a top-k
+    over its dense uncertainty map (up to exactly equal uncertainties), but computing the
+    uncertainty only at candidate cells whose bound allows them to be selected.
+
+    Args:
+        upsampled: (K, 2H * 2W) one image's upsampled logits, flattened.
+        uncertainty_bound: (H+1, W+1) the window bounds of :func:`window_uncertainty_bounds`.
+        num_points: N, clipped to the number of cells.
+
+    Returns:
+        :class:`Selection`.
+    """
+    window_height, window_width = uncertainty_bound.shape
+    height, width = 2 * (window_height - 1), 2 * (window_width - 1)
+    num_points = min(num_points, height * width)
+    flat_bound = uncertainty_bound.reshape(-1)
+    # Each window has at least one cell, so the windows whose bound reaches that of the N-th
+    # highest window hold at least N cells.
+    threshold = torch.topk(flat_bound, min(num_points, flat_bound.numel()), sorted=False).values
+    threshold = threshold.min()
+    while True:
+        candidates = window_cells(
+            (flat_bound >= threshold).nonzero()[:, 0], window_width, height, width
+        )
+        uncertainty, label = uncertainty_and_label(upsampled[:, candidates].unsqueeze(0))
+        top = torch.topk(uncertainty[0], num_points)
+        # Cells outside the candidates have uncertainty <= bound < threshold: if the N-th
+        # candidate reaches the threshold, none of them can be selected. Otherwise one more round
+        # with the N-th candidate's uncertainty as threshold is exact.
+        nth_uncertainty = top.values[-1]
+        if nth_uncertainty >= threshold:
+            return Selection(candidates[top.indices], candidates, -uncertainty[0], label[0])
+        threshold = nth_uncertainty
+
+
+def upsampled_bounds(
+    uncertainty_bound: Tensor,
+    window_label: Tensor,
+    selections: list,
+    point_logits: Tensor,
+    max_abs_logit: float,
+) -> MarginBounds:
+    """
+    :class:`MarginBounds` of the upsampled map after the selected cells were re-predicted: window
+    bounds everywhere, exact values at the candidates, the point head's values at the points.
+
+    Args:
+        uncertainty_bound, window_label: (N, H+1, W+1) from :func:`window_uncertainty_bounds`.
+        selections: N :class:`Selection` of this step.
+        point_logits: (N, K, P) the point head's logits at the selected cells.
+        max_abs_logit: bound on the magnitude of the upsampled map's logits before refinement.
+
+    Returns:
+        :class:`MarginBounds` of the (N, K, 2H, 2W) refined map.
+    """
+
+    def to_cells(window_map: Tensor) -> Tensor:
+        # Window p holds the upsampled rows 2p-1 and 2p: repeat each window twice, drop the ends.
+        return window_map.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)[:, 1:-1, 1:-1]
+
+    batch_size = uncertainty_bound.shape[0]
+    margin = to_cells(-uncertainty_bound).reshape(batch_size, -1)
+    label = to_cells(window_label).reshape(batch_size, -1)
+    point_uncertainty, point_label = uncertainty_and_label(point_logits)
+    for b, selection in enumerate(selections):
+        margin[b, selection.candidates] = selection.candidate_margin
+        label[b, selection.candidates] = selection.candidate_label
+        margin[b, selection.point_indices] = -point_uncertainty[b, : len(selection.point_indices)]
+        label[b, selection.point_indices] = point_label[b, : len(selection.point_indices)]
+    shape = (batch_size, 2 * (uncertainty_bound.shape[1] - 1), 2 * (uncertainty_bound.shape[2] - 1))
+    max_abs = max(max_abs_logit, point_logits.abs().max().item())
+    return MarginBounds(margin.view(shape), label.view(shape), max_abs)
+
+
+def subdivision_inference(
+    coarse_logits: Tensor,
+    num_steps: int,
+    num_points: int,
+    predict_points: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """
+    PointRend's adaptive subdivision: ``num_steps`` times, upsample the logits 2x bilinearly and
+    overwrite the ``num_points`` most uncertain cells with ``predict_points`` at their centres.
+
+    Args:
+        coarse_logits: (N, K, H, W) coarse logits.
+        num_steps: number of 2x steps.
+        num_points: cells re-predicted per step (clipped to the map size).
+        predict_points: maps (N, P, 2) cell centres in ``[0, 1] x [0, 1]`` to (N, K, P) logits.
+
+    Returns:
+        (N, K, H * 2**num_steps, W * 2**num_steps) refined logits.
+    """
+    logits = coarse_logits
+    bounds = exact_margin_bounds(coarse_logits) if num_steps > 0 else None
+    for step in range(num_steps):
+        logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
+        batch_size, num_classes, height, width = logits.shape
+        flat_logits = logits.view(batch_size, num_classes, height * width)
+        uncertainty_bound, window_label = window_uncertainty_bounds(bounds)
+        selections = [
+            select_uncertain_cells(flat_logits[b], uncertainty_bound[b], num_points)
+            for b in range(batch_size)
+        ]
+        point_indices = torch.stack([s.point_indices for s in selections])
+        point_logits = predict_points(grid_cell_centers(point_indices, height, width))
+        flat_logits.scatter_(
+            2, point_indices.unsqueeze(1).expand(-1, num_classes, -1), point_logits
+        )
+        if step + 1 < num_steps:
+            bounds = upsampled_bounds(
+                uncertainty_bound, window_label, selections, point_logits, bounds.max_abs_logit
+            )
+    return logits

@@ -1,0 +1,190 @@
+"""Custom folder datasets: pairing, errors naming the file, spec files, training on one."""
+
+import json
+import uuid
+import zlib
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+
+from pointrend_d2.data import (
+    load_folder_dataset,
+    register_datasets_from_config,
+    register_folder_dataset,
+)
+from pointrend_d2.engine import Trainer
+from tests.conftest import small_fpn_cfg
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def write_pair(image_dir, label_dir, stem, size=(48, 64), image_ext=".jpg", label_size=None):
+    """A random RGB image and a label PNG with classes 0-2 and a few ignore pixels."""
+    rng = np.random.default_rng(zlib.crc32(stem.encode()))
+    height, width = size
+    (image_dir / stem).parent.mkdir(parents=True, exist_ok=True)
+    (label_dir / stem).parent.mkdir(parents=True, exist_ok=True)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(image).save(image_dir / f"{stem}{image_ext}")
+    label_height, label_width = label_size or size
+    label = np.zeros((label_height, label_width), dtype=np.uint8)
+    label[:, label_width // 3 :] = 1
+    label[label_height // 2 :, 2 * label_width // 3 :] = 2
+    label[:3, :3] = 255
+    Image.fromarray(label).save(label_dir / f"{stem}.png")
+
+
+def test_pairs_by_stem_sorted_with_sizes(tmp_path):
+    for stem in ("b", "a", "sub/c"):
+        write_pair(tmp_path / "images", tmp_path / "labels", stem)
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    dicts = load_folder_dataset(str(tmp_path / "images"), str(tmp_path / "labels"))
+    assert [d["image_id"] for d in dicts] == ["a", "b", "sub/c"]
+    assert dicts[0]["file_name"] == str(tmp_path / "images" / "a.jpg")
+    assert dicts[0]["sem_seg_file_name"] == str(tmp_path / "labels" / "a.png")
+    assert (dicts[2]["height"], dicts[2]["width"]) == (48, 64)
+
+
+def test_image_without_label_is_named(tmp_path):
+    write_pair(tmp_path / "images", tmp_path / "labels", "ok")
+    write_pair(tmp_path / "images", tmp_path / "labels", "orphan")
+    (tmp_path / "labels" / "orphan.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"orphan\.jpg has no label .*orphan\.png"):
+        load_folder_dataset(str(tmp_path / "images"), str(tmp_path / "labels"))
+
+
+def test_label_without_image_is_named(tmp_path):
+    write_pair(tmp_path / "images", tmp_path / "labels", "ok")
+    write_pair(tmp_path / "images", tmp_path / "labels", "stray")
+    (tmp_path / "images" / "stray.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"stray\.png has no image"):
+        load_folder_dataset(str(tmp_path / "images"), str(tmp_path / "labels"))
+
+
+def test_size_mismatch_is_named(tmp_path):
+    write_pair(tmp_path / "images", tmp_path / "labels", "wrong", label_size=(48, 60))
+    with pytest.raises(ValueError, match=r"wrong\.png is 48x60 .*wrong\.jpg is 48x64"):
+        load_folder_dataset(str(tmp_path / "images"), str(tmp_path / "labels"))
+    # Without the check, the pair is listed without sizes.
+    dicts = load_folder_dataset(
+        str(tmp_path / "images"), str(tmp_path / "labels"), check_sizes=False
+    )
+    assert len(dicts) == 1 and "height" not in dicts[0]
+
+
+def test_register_metadata_and_idempotence(tmp_path):
+    write_pair(tmp_path / "images", tmp_path / "labels", "a", image_ext=".png")
+    name = unique("folder")
+    register_folder_dataset(name, tmp_path / "images", tmp_path / "labels", ["x", "y", "z"])
+    metadata = MetadataCatalog.get(name)
+    assert metadata.stuff_classes == ["x", "y", "z"] and len(metadata.stuff_colors) == 3
+    assert metadata.ignore_label == 255 and metadata.evaluator_type == "sem_seg"
+    assert len(DatasetCatalog.get(name)) == 1
+    register_folder_dataset(name, tmp_path / "images", tmp_path / "labels", ["x", "y", "z"])
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ValueError, match="already registered"):
+        register_folder_dataset(name, tmp_path / "other", tmp_path / "labels", ["x", "y", "z"])
+    with pytest.raises(ValueError, match="one RGB colour per class"):
+        register_folder_dataset(unique("bad"), tmp_path / "images", tmp_path / "labels", ["x"], [])
+    with pytest.raises(FileNotFoundError, match="missing"):
+        register_folder_dataset(unique("bad"), tmp_path / "missing", tmp_path / "labels", ["x"])
+
+
+def test_yaml_spec_with_classes_file(tmp_path):
+    write_pair(tmp_path / "data" / "img", tmp_path / "data" / "lbl", "a")
+    (tmp_path / "classes.txt").write_text("sky\nroad\n\ncar\n")
+    name = unique("yaml_spec")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "classes_file: classes.txt\n"
+        "colors: [[1, 2, 3], [4, 5, 6], [7, 8, 9]]\n"
+        f"datasets:\n  {name}: {{image_dir: data/img, label_dir: data/lbl}}\n"
+    )
+    cfg = small_fpn_cfg(num_classes=3)
+    cfg.DATASETS.FOLDER_SPECS = [str(spec)]
+    assert register_datasets_from_config(cfg) == [name]
+    assert MetadataCatalog.get(name).stuff_classes == ["sky", "road", "car"]
+    assert MetadataCatalog.get(name).stuff_colors[2] == [7, 8, 9]
+
+
+def test_spec_errors(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"classes": ["a"], "datasets": {}, "colours": []}))
+    with pytest.raises(ValueError, match=r"unknown keys \['colours'\]"):
+        register_datasets_from_config_from(spec)
+    write_pair(tmp_path / "images", tmp_path / "labels", "a")
+    name = unique("mismatch")
+    spec.write_text(
+        json.dumps(
+            {
+                "classes": ["a", "b", "c", "d"],
+                "datasets": {name: {"image_dir": "images", "label_dir": "labels"}},
+            }
+        )
+    )
+    with pytest.raises(ValueError, match="has 4 classes but MODEL.SEM_SEG_HEAD.NUM_CLASSES is 3"):
+        register_datasets_from_config_from(spec, train=(name,))
+
+
+def register_datasets_from_config_from(spec, train=()):
+    cfg = small_fpn_cfg(num_classes=3)
+    cfg.DATASETS.FOLDER_SPECS = [str(spec)]
+    cfg.DATASETS.TRAIN = train
+    return register_datasets_from_config(cfg)
+
+
+def test_train_and_evaluate_coco_stuff_style_folders(tmp_path):
+    """COCO-Stuff layout: JPEG images, single-channel label PNGs, registered from a JSON spec
+    named in the config, trained for 2 iterations and evaluated, all through the engine."""
+    root = tmp_path / "coco_stuff_like"
+    for split, count in (("train2017", 3), ("val2017", 2)):
+        for index in range(count):
+            write_pair(root / split, root / "stuffthingmaps_detectron2" / split, f"{index:012d}")
+    train_name, val_name = unique("stuff_train"), unique("stuff_val")
+    spec = root / "spec.json"
+    spec.write_text(
+        json.dumps(
+            {
+                "classes": ["things", "grass", "sky"],
+                "image_ext": ".jpg",
+                "datasets": {
+                    train_name: {
+                        "image_dir": "train2017",
+                        "label_dir": "stuffthingmaps_detectron2/train2017",
+                    },
+                    val_name: {
+                        "image_dir": "val2017",
+                        "label_dir": "stuffthingmaps_detectron2/val2017",
+                    },
+                },
+            }
+        )
+    )
+    cfg = small_fpn_cfg(num_classes=3)
+    cfg.merge_from_list(
+        [
+            "DATASETS.FOLDER_SPECS", [str(spec)],
+            "DATASETS.TRAIN", (train_name,),
+            "DATASETS.TEST", (val_name,),
+            "INPUT.MIN_SIZE_TRAIN", (48,),
+            "INPUT.MAX_SIZE_TRAIN", 64,
+            "INPUT.MIN_SIZE_TEST", 48,
+            "INPUT.MAX_SIZE_TEST", 64,
+            "SOLVER.IMS_PER_BATCH", 2,
+            "SOLVER.MAX_ITER", 2,
+            "SOLVER.STEPS", (),
+            "DATALOADER.NUM_WORKERS", 0,
+            "OUTPUT_DIR", str(tmp_path / "output"),
+        ]
+    )  # fmt: skip
+    assert register_datasets_from_config(cfg) == [train_name, val_name]
+    trainer = Trainer(cfg)
+    trainer.train()
+    results = Trainer.test(cfg, trainer.model)
+    assert set(results["sem_seg"]) >= {"mIoU", "IoU-grass"}
+    assert results["boundary_iou"]["mIoU"] == pytest.approx(results["sem_seg"]["mIoU"])
+    assert 0 <= results["boundary_iou"]["mBIoU"] <= 100
