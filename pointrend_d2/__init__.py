@@ -8,6 +8,7 @@ from . import data
 from .config import add_pointrend_config
 from .deeplab_head import DeepLabV3CoarseHead
 from .dilated_resnet import DilatedResNet, build_dilated_resnet_backbone
+from .meta_arch import ExactSizeSemanticSegmentor
 from .point_head import POINT_HEAD_REGISTRY, MLPPointHead, build_point_head
 from .semantic_seg import PointRendSemanticHead
 
@@ -19,6 +20,7 @@ __all__ = [
     "POINT_HEAD_REGISTRY",
     "DeepLabV3CoarseHead",
     "DilatedResNet",
+    "ExactSizeSemanticSegmentor",
     "MLPPointHead",
     "PointRendSemanticHead",
     "add_pointrend_config",

@@ -16,6 +16,11 @@ def add_pointrend_config(cfg: CN) -> None:
     # pointrend_d2.data.register_datasets_from_config before training (see data/folder.py).
     cfg.DATASETS.FOLDER_SPECS = []
 
+    # Also load checkpoints whose unpickling can run code: detectron2's .pkl / .pyth formats
+    # (e.g. the ImageNet initialisations) and .pth files holding more than tensors. Only for files
+    # from a trusted source; tools/train_net.py --allow-unsafe-pickle sets it.
+    cfg.MODEL.ALLOW_UNSAFE_PICKLE = False
+
     cfg.TEST.BOUNDARY_IOU = CN()
     # Also evaluate per-class Boundary IoU and min(IoU, BIoU) beside the dataset's mIoU evaluator.
     cfg.TEST.BOUNDARY_IOU.ENABLED = True
@@ -25,8 +30,8 @@ def add_pointrend_config(cfg: CN) -> None:
     cfg.MODEL.POINT_HEAD = CN()
     # Name of the point head in pointrend_d2's POINT_HEAD_REGISTRY.
     cfg.MODEL.POINT_HEAD.NAME = "MLPPointHead"
-    # Name of the coarse head in SEM_SEG_HEADS_REGISTRY. It must provide `layers(features)` and
-    # `losses(logits, targets)`, like detectron2's SemSegFPNHead.
+    # Name of the coarse head in SEM_SEG_HEADS_REGISTRY. It must provide `layers(features)` and the
+    # attributes `common_stride` and `loss_weight`, like detectron2's SemSegFPNHead.
     cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME = "SemSegFPNHead"
     # Backbone feature maps sampled at each point as fine-grained features (concatenated).
     cfg.MODEL.POINT_HEAD.IN_FEATURES = ["p2"]

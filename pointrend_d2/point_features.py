@@ -16,7 +16,6 @@ cell's flat index is ``i * W + j``. The same point addresses the same place in e
 image, whatever its stride.
 """
 
-from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -38,11 +37,12 @@ def point_sample(
     Returns:
         (N, C, P) values at the points. Points outside the square read zero padding.
     """
-    grid = (2.0 * point_coords - 1.0).unsqueeze(2)
+    # grid_sample needs one dtype; cell centres come in float32 whatever the map's dtype.
+    grid = (2.0 * point_coords.to(input.dtype) - 1.0).unsqueeze(2)
     return F.grid_sample(input, grid, mode=mode, align_corners=align_corners).squeeze(3)
 
 
-def uncertainty_and_label(logits: Tensor) -> Tuple[Tensor, Tensor]:
+def uncertainty_and_label(logits: Tensor) -> tuple[Tensor, Tensor]:
     """
     Uncertainty and top class of each location: ``-(top1 - top2)`` over the class dimension, so
     near-ties score highest (close to 0) and confident locations very negative. With a single
@@ -76,7 +76,7 @@ def sample_uncertain_points(
     oversample_ratio: float,
     importance_sample_ratio: float,
     *,
-    generator: Optional[torch.Generator] = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """
     PointRend's training point sampler. Draw ``int(k * num_points)`` uniform candidates, keep the
@@ -103,12 +103,18 @@ def sample_uncertain_points(
     if oversample_ratio < 1:
         raise ValueError(f"oversample_ratio must be >= 1, got {oversample_ratio}")
     if not 0.0 <= importance_sample_ratio <= 1.0:
-        raise ValueError(f"importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}")
+        raise ValueError(
+            f"importance_sample_ratio must be in [0, 1], got {importance_sample_ratio}"
+        )
     batch_size = coarse_logits.shape[0]
     num_candidates = int(num_points * oversample_ratio)
     num_importance = int(importance_sample_ratio * num_points)
     num_coverage = num_points - num_importance
-    rand_kwargs = dict(generator=generator, device=coarse_logits.device, dtype=coarse_logits.dtype)
+    rand_kwargs = {
+        "generator": generator,
+        "device": coarse_logits.device,
+        "dtype": coarse_logits.dtype,
+    }
 
     candidates = torch.rand(batch_size, num_candidates, 2, **rand_kwargs)
     uncertainty = calculate_uncertainty(point_sample(coarse_logits, candidates))[:, 0]
@@ -138,7 +144,7 @@ def grid_cell_centers(point_indices: Tensor, height: int, width: int) -> Tensor:
     return torch.stack([x, y], dim=2)
 
 
-def select_uncertain_grid_points(uncertainty_map: Tensor, num_points: int) -> Tuple[Tensor, Tensor]:
+def select_uncertain_grid_points(uncertainty_map: Tensor, num_points: int) -> tuple[Tensor, Tensor]:
     """
     The ``num_points`` most uncertain cells of a grid, for one subdivision step.
 

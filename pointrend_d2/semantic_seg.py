@@ -1,6 +1,5 @@
 """PointRend semantic segmentation head, registered in detectron2's SEM_SEG_HEADS_REGISTRY."""
 
-from typing import Dict, List, Optional, Tuple
 
 import torch
 from detectron2.config import CfgNode, configurable
@@ -9,6 +8,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .config_checks import validate_point_head_config
 from .point_features import point_sample, sample_uncertain_points
 from .point_head import build_point_head
 from .subdivision import subdivision_inference
@@ -122,19 +122,18 @@ class PointRendSemanticHead(nn.Module):
     predicts low-resolution logits, and a point head re-predicts them at selected points from
     fine-grained features sampled there.
 
-    Training returns the coarse head's loss and a point loss at points sampled around the coarse
-    boundaries. Inference upsamples the coarse logits 2x per subdivision step and re-predicts the
-    most uncertain cells, reaching the input resolution in ``log2(coarse stride)`` steps.
+    Training returns a coarse loss (:meth:`coarse_losses`) and a point loss at points sampled
+    around the coarse boundaries. Inference upsamples the coarse logits 2x per subdivision step
+    and re-predicts the most uncertain cells, reaching the input resolution in
+    ``log2(coarse stride)`` steps.
 
-    The coarse head must provide ``layers(features) -> (N, K, H, W)`` logits,
-    ``losses(logits, targets) -> dict`` and a ``common_stride`` attribute (the stride of its
-    logits), as detectron2's ``SemSegFPNHead`` and :class:`DeepLabV3CoarseHead` do.
+    The coarse head must provide ``layers(features) -> (N, K, H, W)`` logits and the attributes
+    ``common_stride`` (the stride of its logits) and ``loss_weight``, as detectron2's
+    ``SemSegFPNHead`` and :class:`DeepLabV3CoarseHead` do.
 
     With one class (K = 1) the logit is a sigmoid foreground logit (labels 0 background,
-    1 foreground): the coarse loss is computed here as binary cross-entropy, since
-    ``SemSegFPNHead.losses`` is a K-way cross-entropy (this needs the coarse head's
-    ``loss_weight``), and inference returns two-class logits ``[0, logit]`` (see
-    :func:`expand_foreground_logit`).
+    1 foreground), trained with binary cross-entropy; inference returns two-class logits
+    ``[0, logit]`` (see :func:`expand_foreground_logit`).
     """
 
     @configurable
@@ -143,7 +142,7 @@ class PointRendSemanticHead(nn.Module):
         *,
         coarse_sem_seg_head: nn.Module,
         point_head: nn.Module,
-        in_features: List[str],
+        in_features: list[str],
         ignore_value: int = 255,
         train_num_points: int = 2048,
         oversample_ratio: float = 3,
@@ -176,21 +175,20 @@ class PointRendSemanticHead(nn.Module):
         self.subdivision_num_points = subdivision_num_points
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]):
+    def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
+        validate_point_head_config(cfg, input_shape)
         point_cfg = cfg.MODEL.POINT_HEAD
         in_features = list(point_cfg.IN_FEATURES)
-        missing = [f for f in in_features if f not in input_shape]
-        if missing:
-            raise ValueError(
-                f"MODEL.POINT_HEAD.IN_FEATURES={in_features}: {missing} not produced by the "
-                f"backbone, which produces {sorted(input_shape)}"
-            )
         coarse_head_name = point_cfg.COARSE_SEM_SEG_HEAD_NAME
         coarse_sem_seg_head = SEM_SEG_HEADS_REGISTRY.get(coarse_head_name)(cfg, input_shape)
-        if not hasattr(coarse_sem_seg_head, "common_stride"):
+        missing_attributes = [
+            a for a in ("common_stride", "loss_weight") if not hasattr(coarse_sem_seg_head, a)
+        ]
+        if missing_attributes:
             raise ValueError(
                 f"MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME={coarse_head_name!r} has no "
-                "`common_stride` attribute, the stride of its logits"
+                f"{missing_attributes} attribute (the stride of its logits and the weight of "
+                "its loss)"
             )
         input_channels = sum(input_shape[f].channels for f in in_features)
         return {
@@ -208,8 +206,8 @@ class PointRendSemanticHead(nn.Module):
         }
 
     def forward(
-        self, features: Dict[str, Tensor], targets: Optional[Tensor] = None
-    ) -> Tuple[Optional[Tensor], Dict[str, Tensor]]:
+        self, features: dict[str, Tensor], targets: Tensor | None = None
+    ) -> tuple[Tensor | None, dict[str, Tensor]]:
         """
         Args:
             features: backbone maps by name, each (N, C_f, H_f, W_f).
@@ -221,6 +219,12 @@ class PointRendSemanticHead(nn.Module):
             the coarse size times ``2 ** subdivision_steps`` and K' = max(K, 2).
         """
         coarse_logits = self.coarse_sem_seg_head.layers(features)
+        # NaN logits give an arbitrary argmax at inference; fail instead, and say where to look.
+        if not torch.isfinite(coarse_logits).all():
+            raise FloatingPointError(
+                "PointRendSemanticHead: the coarse logits are NaN or infinite; the input images "
+                "(or the model's weights) contain non-finite values"
+            )
         if self.training:
             losses = self.coarse_losses(coarse_logits, targets)
             with torch.no_grad():
@@ -240,15 +244,19 @@ class PointRendSemanticHead(nn.Module):
 
     def coarse_losses(self, coarse_logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """
-        The coarse head's losses; for a single foreground logit, binary cross-entropy of the
-        logits upsampled to the labels' size, times the coarse head's ``loss_weight``.
+        The coarse loss: :func:`sem_seg_loss` of the coarse logits upsampled bilinearly to the
+        labels' size, times the coarse head's ``loss_weight``. For K > 1 it equals
+        ``SemSegFPNHead.losses`` (a mean cross-entropy), except that it is 0, not NaN, when every
+        label is ignored (e.g. a crop of an ignored region).
 
         Args:
             coarse_logits: (N, K, H_c, W_c) coarse logits.
             targets: (N, H, W) int64 labels.
+
+        Returns:
+            ``{"loss_sem_seg": scalar loss}``.
         """
-        if coarse_logits.shape[1] > 1:
-            return self.coarse_sem_seg_head.losses(coarse_logits, targets)
+        # Upsampled in float32, as detectron2's heads do (pytorch issue 48163).
         logits = F.interpolate(
             coarse_logits.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False
         )
@@ -256,7 +264,7 @@ class PointRendSemanticHead(nn.Module):
         return {"loss_sem_seg": loss * self.coarse_sem_seg_head.loss_weight}
 
     def predict_points(
-        self, features: Dict[str, Tensor], coarse_logits: Tensor, point_coords: Tensor
+        self, features: dict[str, Tensor], coarse_logits: Tensor, point_coords: Tensor
     ) -> Tensor:
         """
         Run the point head at points.
@@ -275,7 +283,7 @@ class PointRendSemanticHead(nn.Module):
         coarse_features = point_sample(coarse_logits, point_coords)
         return self.point_head(fine_grained_features, coarse_features)
 
-    def subdivision_inference(self, features: Dict[str, Tensor], coarse_logits: Tensor) -> Tensor:
+    def subdivision_inference(self, features: dict[str, Tensor], coarse_logits: Tensor) -> Tensor:
         """
         Adaptive subdivision: per step, upsample the logits 2x bilinearly, select the most
         uncertain cells and overwrite their logits with the point head's prediction (see

@@ -22,7 +22,8 @@ Shape shorthand and coordinates as in :mod:`pointrend_d2.point_features`; additi
 ``K`` is the number of class logits and ``(H, W)`` the size of the map before a 2x step.
 """
 
-from typing import Callable, NamedTuple, Tuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -35,28 +36,28 @@ from .point_features import grid_cell_centers, uncertainty_and_label
 _ROUNDING_SLACK = 16 * torch.finfo(torch.float32).eps
 
 
-class MarginBounds(NamedTuple):
+class UncertaintyBounds(NamedTuple):
     """
     What is known about the cells of a logit map, without its dense top-2.
 
-    margin: (N, H, W) a lower bound on each cell's margin (top-1 minus top-2 logit; |logit| for a
-        single foreground logit).
+    uncertainty: (N, H, W) an upper bound on each cell's uncertainty (minus its margin, the top-1
+        minus top-2 logit, or minus |logit| for a single foreground logit).
     label: (N, H, W) int64 top class of each cell, -1 where unknown.
     max_abs_logit: an upper bound on the magnitude of the map's logits (for rounding slack).
     """
 
-    margin: Tensor
+    uncertainty: Tensor
     label: Tensor
     max_abs_logit: float
 
 
-def exact_margin_bounds(logits: Tensor) -> MarginBounds:
-    """Exact :class:`MarginBounds` of an (N, K, H, W) logit map (one dense top-2)."""
+def exact_uncertainty_bounds(logits: Tensor) -> UncertaintyBounds:
+    """Exact :class:`UncertaintyBounds` of an (N, K, H, W) logit map (one dense top-2)."""
     uncertainty, label = uncertainty_and_label(logits)
-    return MarginBounds(-uncertainty, label, logits.abs().max().item())
+    return UncertaintyBounds(uncertainty, label, logits.abs().max().item())
 
 
-def window_uncertainty_bounds(bounds: MarginBounds) -> Tuple[Tensor, Tensor]:
+def window_uncertainty_bounds(bounds: UncertaintyBounds) -> tuple[Tensor, Tensor]:
     """
     Upper bounds on the uncertainty of the cells of the 2x bilinear upsampling of a map.
 
@@ -64,26 +65,24 @@ def window_uncertainty_bounds(bounds: MarginBounds) -> Tuple[Tensor, Tensor]:
     which the upsampled cells ``2p-1..2p`` x ``2q-1..2q`` interpolate (align_corners=False).
 
     Args:
-        bounds: :class:`MarginBounds` of the (N, K, H, W) source map.
+        bounds: :class:`UncertaintyBounds` of the (N, K, H, W) source map.
 
     Returns:
         uncertainty_bound: (N, H+1, W+1) an upper bound on the uncertainty of the window's cells:
-            ``-(min margin) + slack`` if its 4 cells have the same known label, else 0.
+            the largest bound of its 4 cells plus rounding slack if they have the same known
+            label, else 0.
         label: (N, H+1, W+1) int64 the window's common label, -1 if none.
     """
-    margin = F.pad(bounds.margin.unsqueeze(1), (1, 1, 1, 1), mode="replicate")
-    min_margin = -F.max_pool2d(-margin, kernel_size=2, stride=1)[:, 0]
-    label = F.pad(bounds.label.unsqueeze(1).to(torch.float32), (1, 1, 1, 1), mode="replicate")[:, 0]
-    top_left = label[:, :-1, :-1]
-    agree = (
-        (top_left == label[:, :-1, 1:])
-        & (top_left == label[:, 1:, :-1])
-        & (top_left == label[:, 1:, 1:])
-        & (top_left >= 0)
-    )
+    # One max-pool over (uncertainty, label, -label) gives the largest uncertainty bound and the
+    # largest and smallest label of each window.
+    label = bounds.label.to(bounds.uncertainty.dtype)
+    stacked = torch.stack([bounds.uncertainty, label, -label], dim=1)
+    pooled = F.max_pool2d(F.pad(stacked, (1, 1, 1, 1), mode="replicate"), kernel_size=2, stride=1)
+    max_uncertainty, max_label, min_label = pooled[:, 0], pooled[:, 1], -pooled[:, 2]
+    agree = (max_label == min_label) & (min_label >= 0)
     slack = _ROUNDING_SLACK * bounds.max_abs_logit
-    uncertainty_bound = torch.where(agree, slack - min_margin, torch.zeros_like(min_margin))
-    window_label = torch.where(agree, top_left, torch.full_like(top_left, -1)).to(torch.int64)
+    uncertainty_bound = torch.where(agree, max_uncertainty + slack, 0.0)
+    window_label = torch.where(agree, max_label, -1.0).to(torch.int64)
     return uncertainty_bound, window_label
 
 
@@ -113,7 +112,7 @@ class Selection(NamedTuple):
 
     point_indices: Tensor  # (P,) flat indices of the selected cells, most uncertain first
     candidates: Tensor  # (S,) flat indices of the cells whose uncertainty was computed
-    candidate_margin: Tensor  # (S,) their exact margins
+    candidate_uncertainty: Tensor  # (S,) their exact uncertainties
     candidate_label: Tensor  # (S,) their exact labels
 
 
@@ -145,14 +144,14 @@ def select_uncertain_cells(
         candidates = window_cells(
             (flat_bound >= threshold).nonzero()[:, 0], window_width, height, width
         )
-        uncertainty, label = uncertainty_and_label(upsampled[:, candidates].unsqueeze(0))
+        uncertainty, label = uncertainty_and_label(upsampled.index_select(1, candidates)[None])
         top = torch.topk(uncertainty[0], num_points)
         # Cells outside the candidates have uncertainty <= bound < threshold: if the N-th
         # candidate reaches the threshold, none of them can be selected. Otherwise one more round
         # with the N-th candidate's uncertainty as threshold is exact.
         nth_uncertainty = top.values[-1]
         if nth_uncertainty >= threshold:
-            return Selection(candidates[top.indices], candidates, -uncertainty[0], label[0])
+            return Selection(candidates[top.indices], candidates, uncertainty[0], label[0])
         threshold = nth_uncertainty
 
 
@@ -162,10 +161,11 @@ def upsampled_bounds(
     selections: list,
     point_logits: Tensor,
     max_abs_logit: float,
-) -> MarginBounds:
+) -> UncertaintyBounds:
     """
-    :class:`MarginBounds` of the upsampled map after the selected cells were re-predicted: window
-    bounds everywhere, exact values at the candidates, the point head's values at the points.
+    :class:`UncertaintyBounds` of the upsampled map after the selected cells were re-predicted:
+    window bounds everywhere, exact values at the candidates, the point head's values at the
+    points.
 
     Args:
         uncertainty_bound, window_label: (N, H+1, W+1) from :func:`window_uncertainty_bounds`.
@@ -174,25 +174,25 @@ def upsampled_bounds(
         max_abs_logit: bound on the magnitude of the upsampled map's logits before refinement.
 
     Returns:
-        :class:`MarginBounds` of the (N, K, 2H, 2W) refined map.
+        :class:`UncertaintyBounds` of the (N, K, 2H, 2W) refined map.
     """
 
     def to_cells(window_map: Tensor) -> Tensor:
         # Window p holds the upsampled rows 2p-1 and 2p: repeat each window twice, drop the ends.
         return window_map.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)[:, 1:-1, 1:-1]
 
-    batch_size = uncertainty_bound.shape[0]
-    margin = to_cells(-uncertainty_bound).reshape(batch_size, -1)
-    label = to_cells(window_label).reshape(batch_size, -1)
+    uncertainty = to_cells(uncertainty_bound).contiguous()
+    label = to_cells(window_label).contiguous()
+    batch_size, height, width = uncertainty.shape
+    flat_uncertainty, flat_label = uncertainty.view(batch_size, -1), label.view(batch_size, -1)
     point_uncertainty, point_label = uncertainty_and_label(point_logits)
     for b, selection in enumerate(selections):
-        margin[b, selection.candidates] = selection.candidate_margin
-        label[b, selection.candidates] = selection.candidate_label
-        margin[b, selection.point_indices] = -point_uncertainty[b, : len(selection.point_indices)]
-        label[b, selection.point_indices] = point_label[b, : len(selection.point_indices)]
-    shape = (batch_size, 2 * (uncertainty_bound.shape[1] - 1), 2 * (uncertainty_bound.shape[2] - 1))
+        flat_uncertainty[b, selection.candidates] = selection.candidate_uncertainty
+        flat_label[b, selection.candidates] = selection.candidate_label
+        flat_uncertainty[b, selection.point_indices] = point_uncertainty[b]
+        flat_label[b, selection.point_indices] = point_label[b]
     max_abs = max(max_abs_logit, point_logits.abs().max().item())
-    return MarginBounds(margin.view(shape), label.view(shape), max_abs)
+    return UncertaintyBounds(uncertainty, label, max_abs)
 
 
 def subdivision_inference(
@@ -215,7 +215,7 @@ def subdivision_inference(
         (N, K, H * 2**num_steps, W * 2**num_steps) refined logits.
     """
     logits = coarse_logits
-    bounds = exact_margin_bounds(coarse_logits) if num_steps > 0 else None
+    bounds = exact_uncertainty_bounds(coarse_logits) if num_steps > 0 else None
     for step in range(num_steps):
         logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
         batch_size, num_classes, height, width = logits.shape

@@ -10,7 +10,7 @@ from pointrend_d2.point_features import (
     select_uncertain_grid_points,
 )
 from pointrend_d2.subdivision import (
-    exact_margin_bounds,
+    exact_uncertainty_bounds,
     select_uncertain_cells,
     subdivision_inference,
     window_uncertainty_bounds,
@@ -88,7 +88,7 @@ def test_matches_straightforward_when_points_exceed_grid():
 
 def test_bound_holds_at_every_upsampled_cell():
     coarse = smooth_logits(2, 6, 30, 50)
-    bound, label = window_uncertainty_bounds(exact_margin_bounds(coarse))
+    bound, label = window_uncertainty_bounds(exact_uncertainty_bounds(coarse))
     upsampled = F.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False)
     exact_uncertainty = calculate_uncertainty(upsampled)[:, 0]
     cell_bound = bound.repeat_interleave(2, 1).repeat_interleave(2, 2)[:, 1:-1, 1:-1]
@@ -101,7 +101,7 @@ def test_bound_holds_at_every_upsampled_cell():
 
 def test_candidates_are_a_small_part_of_a_smooth_map():
     coarse = smooth_logits(1, 19, 64, 128, region_size=16)
-    bound, _ = window_uncertainty_bounds(exact_margin_bounds(coarse))
+    bound, _ = window_uncertainty_bounds(exact_uncertainty_bounds(coarse))
     upsampled = F.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False)
     selection = select_uncertain_cells(upsampled[0].flatten(1), bound[0], 1000)
     dense_indices, _ = select_uncertain_grid_points(calculate_uncertainty(upsampled), 1000)

@@ -6,16 +6,34 @@ Train and evaluate PointRend semantic segmentation models with detectron2.
     python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
     python tools/train_net.py --config-file CONFIG --resume
     python tools/train_net.py --config-file CONFIG --num-gpus 8 SOLVER.IMS_PER_BATCH 32
+
+--num-gpus N starts N processes (on the CPU, with MODEL.DEVICE cpu, through the Gloo backend).
+Checkpoints are written atomically and loaded weights-only; --allow-unsafe-pickle also loads
+pickle files (.pkl, e.g. detectron2's ImageNet initialisations) from a source you trust.
 """
 
+import argparse
+
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 
 from pointrend_d2 import add_pointrend_config
+from pointrend_d2.checkpoint import SafeCheckpointer
 from pointrend_d2.engine import Trainer
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """detectron2's default arguments, and --allow-unsafe-pickle."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--allow-unsafe-pickle",
+        action="store_true",
+        help="also load checkpoints whose unpickling can run code (.pkl files, .pth files of "
+        "more than tensors): only from a source you trust (sets MODEL.ALLOW_UNSAFE_PICKLE)",
+    )
+    return parser
 
 
 def setup(args):
@@ -24,6 +42,8 @@ def setup(args):
     add_pointrend_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    if args.allow_unsafe_pickle:
+        cfg.MODEL.ALLOW_UNSAFE_PICKLE = True
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -33,9 +53,9 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        SafeCheckpointer(
+            model, save_dir=cfg.OUTPUT_DIR, allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE
+        ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
@@ -47,7 +67,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     print("Command Line Args:", args)
     launch(
         main,

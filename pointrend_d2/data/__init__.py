@@ -9,6 +9,7 @@ from .folder import (
     register_folder_dataset,
     register_folder_datasets_from_spec,
 )
+from .mapper import SemanticDatasetMapper
 from .textured_shapes import (
     CLASSES,
     COLORS,
@@ -26,6 +27,7 @@ __all__ = [
     "COLORS",
     "DATASET_VERSION",
     "IGNORE_LABEL",
+    "SemanticDatasetMapper",
     "default_dataset_root",
     "generate_textured_shapes_image",
     "generate_textured_shapes_split",

@@ -1,0 +1,42 @@
+"""Smoke run of tools/benchmark.py: it runs and reports in its documented format (not timings)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.mark.slow
+def test_benchmark_quick_run_reports_all_parts(tmp_path):
+    output_json = tmp_path / "benchmark.json"
+    command = [
+        sys.executable,
+        str(REPO / "tools" / "benchmark.py"),
+        "--quick",
+        "--json",
+        str(output_json),
+    ]
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, check=False, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output_json.read_text())
+    assert results["variants"] == ["semantic_fpn", "reference", "ours"]
+    (case,) = results["inference"]
+    assert (case["height"], case["width"], case["num_classes"]) == (64, 96, 19)
+    for kind in ("refinement_ms", "whole_ms"):
+        for variant in results["variants"]:
+            timing = case[kind][variant]
+            assert timing["min"] <= timing["median"] <= timing["max"]
+    for variant in results["variants"]:
+        assert set(case["memory_mib"][variant]) == {"head", "whole"}
+    assert case["output_check"]["argmax_equal"] is True
+    assert case["output_check"]["max_abs_logit_diff"] < 1e-4
+    assert set(results["training"]["step_ms"]) == {"semantic_fpn", "ours"}
+    # The printed report has a table per part, with ratios to (b) and (a).
+    for heading in ("refinement (ms", "whole (ms", "peak memory growth", "Training step"):
+        assert heading in result.stdout
+    assert "(c) pointrend_d2" in result.stdout and "argmax equal: True" in result.stdout

@@ -1,0 +1,372 @@
+#!/usr/bin/env python
+"""
+Side-by-side inference benchmark of PointRend semantic segmentation, in one process:
+
+  (a) plain SemanticFPN: detectron2's SemanticSegmentor + SemSegFPNHead (4x bilinear upsampling)
+  (b) detectron2's reference PointRend (detectron2.projects.point_rend), when importable
+  (c) pointrend_d2's PointRend
+
+All three share the same backbone and coarse-head weights (random, R-50-FPN by default). Timings
+are interleaved (a, b, c, a, b, c, ...) after a warm-up, so that the machine's drift hits all
+alike; ratios are taken between medians of the same run. Peak memory is measured in fresh
+subprocesses, one per variant, as the growth of the peak resident set size. The script also
+checks that (c)'s output equals (b)'s.
+
+    python tools/benchmark.py                       # full run, about 10 minutes on 2 cores
+    python tools/benchmark.py --json out.json       # also write the results as JSON
+    python tools/benchmark.py --quick               # small sizes, for a smoke test
+"""
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import ImageList
+from detectron2.utils.events import EventStorage
+
+import pointrend_d2
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = ("semantic_fpn", "reference", "ours")
+LABELS = {
+    "semantic_fpn": "(a) SemanticFPN",
+    "reference": "(b) d2 PointRend",
+    "ours": "(c) pointrend_d2",
+}
+
+
+def reference_point_rend():
+    """detectron2's reference PointRend module, or None if this detectron2 lacks it."""
+    try:
+        from detectron2.projects import point_rend
+    except ImportError:
+        return None
+    return point_rend
+
+
+def build_variant(variant: str, num_classes: int, depth: int):
+    """Build one variant (eval mode, CPU) from the repo's base config."""
+    cfg = get_cfg()
+    pointrend_d2.add_pointrend_config(cfg)
+    cfg.merge_from_file(str(REPO / "configs" / "Base-PointRend-Semantic-FPN.yaml"))
+    cfg.merge_from_list(
+        ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", depth,
+         "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes]
+    )  # fmt: skip
+    if depth < 50:
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    if variant == "semantic_fpn":
+        cfg.MODEL.META_ARCHITECTURE = "SemanticSegmentor"
+        cfg.MODEL.SEM_SEG_HEAD.NAME = "SemSegFPNHead"
+    elif variant == "reference":
+        point_rend = reference_point_rend()
+        cfg.MODEL.META_ARCHITECTURE = "SemanticSegmentor"
+        point_cfg = cfg.MODEL.pop("POINT_HEAD")
+        point_rend.add_pointrend_config(cfg)
+        for key, value in point_cfg.items():
+            if key != "NAME":
+                cfg.MODEL.POINT_HEAD[key] = value
+        cfg.MODEL.POINT_HEAD.NUM_CLASSES = num_classes
+        cfg.MODEL.SEM_SEG_HEAD.NAME = "PointRendSemSegHead"
+    return build_model(cfg).eval()
+
+
+def share_weights(models: dict) -> None:
+    """Give the PointRend variants (a)'s backbone and coarse head, and (c) (b)'s point head."""
+    plain = models["semantic_fpn"]
+    for variant in ("reference", "ours"):
+        if variant in models:
+            models[variant].backbone.load_state_dict(plain.backbone.state_dict())
+            coarse = models[variant].sem_seg_head.coarse_sem_seg_head
+            coarse.load_state_dict(plain.sem_seg_head.state_dict())
+    if "reference" in models:
+        models["ours"].sem_seg_head.point_head.load_state_dict(
+            models["reference"].sem_seg_head.point_head.state_dict()
+        )
+
+
+def refinement_fn(model, features, coarse_logits):
+    """Everything a variant does after the coarse head's logits, as a closure."""
+    head = model.sem_seg_head
+    if hasattr(head, "subdivision_inference"):  # ours
+        return lambda: head.subdivision_inference(features, coarse_logits)
+    if hasattr(head, "coarse_sem_seg_head"):  # reference: its forward with the coarse logits given
+        coarse_head = head.coarse_sem_seg_head
+
+        def run():
+            layers = coarse_head.layers
+            coarse_head.layers = lambda _: coarse_logits
+            try:
+                return head(features)[0]
+            finally:
+                coarse_head.layers = layers
+
+        return run
+    return lambda: torch.nn.functional.interpolate(  # SemSegFPNHead.forward's upsampling
+        coarse_logits, scale_factor=head.common_stride, mode="bilinear", align_corners=False
+    )
+
+
+def time_interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Run each closure ``warmup`` then ``repeats`` times, interleaved; times in ms."""
+    times = {name: [] for name in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            with torch.no_grad():
+                fn()
+            if i >= warmup:
+                times[name].append(1000 * (time.perf_counter() - start))
+    return {
+        name: {"median": statistics.median(t), "min": min(t), "max": max(t), "n": len(t)}
+        for name, t in times.items()
+    }
+
+
+def random_image(height: int, width: int) -> torch.Tensor:
+    return torch.randint(0, 256, (3, height, width), generator=torch.Generator().manual_seed(0))
+
+
+def backbone_features(model, image: torch.Tensor) -> dict:
+    """The backbone's features of one image, normalized and padded as the meta-architecture does."""
+    normalized = (image - model.pixel_mean) / model.pixel_std
+    padded = ImageList.from_tensors([normalized], model.backbone.size_divisibility).tensor
+    return model.backbone(padded)
+
+
+def inference_case(models: dict, height: int, width: int, repeats: int) -> dict:
+    """Refinement and whole-model timings of all variants at one size, and the output check."""
+    image = random_image(height, width).float()
+    plain = models["semantic_fpn"]
+    with torch.no_grad():
+        features = backbone_features(plain, image)
+        coarse_logits = plain.sem_seg_head.layers(features)
+    refinement = time_interleaved(
+        {v: refinement_fn(m, features, coarse_logits) for v, m in models.items()}, repeats
+    )
+    whole = time_interleaved(
+        {v: (lambda m=m: m([{"image": image}])) for v, m in models.items()}, repeats
+    )
+    case = {"height": height, "width": width, "refinement_ms": refinement, "whole_ms": whole}
+    if "reference" in models:
+        with torch.no_grad():
+            expected = models["reference"]([{"image": image}])[0]["sem_seg"]
+            actual = models["ours"]([{"image": image}])[0]["sem_seg"]
+        case["output_check"] = {
+            "max_abs_logit_diff": (actual - expected).abs().max().item(),
+            "argmax_equal": bool(torch.equal(actual.argmax(0), expected.argmax(0))),
+        }
+    return case
+
+
+def training_step_case(models: dict, height: int, width: int, batch: int, repeats: int) -> dict:
+    """Forward + backward time of (a) and (c) on a batch with random labels."""
+    generator = torch.Generator().manual_seed(0)
+    num_classes = models["ours"].sem_seg_head.coarse_sem_seg_head.predictor.out_channels
+    inputs = [
+        {
+            "image": random_image(height, width).float(),
+            "sem_seg": torch.randint(0, num_classes, (height, width), generator=generator),
+        }
+        for _ in range(batch)
+    ]
+
+    def step(model):
+        def run():
+            with torch.enable_grad(), EventStorage():
+                losses = model(inputs)
+                sum(losses.values()).backward()
+            model.zero_grad(set_to_none=True)
+
+        return run
+
+    training = {v: models[v] for v in ("semantic_fpn", "ours")}
+    for model in training.values():
+        model.train()
+    try:
+        times = time_interleaved({v: step(m) for v, m in training.items()}, repeats)
+    finally:
+        for model in training.values():
+            model.eval()
+    return {"height": height, "width": width, "batch": batch, "step_ms": times}
+
+
+def memory_probe(variant: str, part: str, case_file: str, num_classes: int, depth: int) -> float:
+    """
+    In this (fresh) process: growth of the peak RSS, in MiB, while running ``part`` once on the
+    image and backbone features saved in ``case_file``: "head" (the semantic head on the features)
+    or "whole" (the whole model on the image).
+    """
+    torch.manual_seed(0)
+    model = build_variant(variant, num_classes, depth)
+    case = torch.load(case_file, weights_only=True)
+    with torch.no_grad():
+        if part == "head":
+            run = lambda: model.sem_seg_head(case["features"])  # noqa: E731
+        else:
+            del case["features"]
+            run = lambda: model([{"image": case["image"]}])  # noqa: E731
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        run()
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (after - before) / 1024
+
+
+def memory_case(variants, image, features, num_classes: int, depth: int, workdir: Path) -> dict:
+    """Peak memory growth of head and whole model for each variant, each in a fresh process."""
+    case_file = workdir / f"case_{num_classes}_{image.shape[1]}x{image.shape[2]}.pth"
+    torch.save({"image": image, "features": features}, case_file)
+    result = {}
+    for variant in variants:
+        for part in ("head", "whole"):
+            command = [
+                sys.executable, __file__, "--memory-probe", variant, part, str(case_file),
+                "--classes", str(num_classes), "--depth", str(depth), "--threads",
+                str(torch.get_num_threads()),
+            ]  # fmt: skip
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            result.setdefault(variant, {})[part] = float(output.strip().splitlines()[-1])
+    return result
+
+
+def ratio(value: float, reference: float) -> float:
+    return value / reference if reference else float("nan")
+
+
+def print_report(results: dict) -> None:
+    """Print the results as tables."""
+    variants = results["variants"]
+    print(
+        f"\nMachine: {results['machine']}; torch {results['torch']}, "
+        f"{results['threads']} threads; ResNet-{results['depth']}-FPN, random weights, batch 1"
+    )
+    for case in results["inference"]:
+        title = f"{case['height']}x{case['width']}, {case['num_classes']} classes"
+        for kind in ("refinement_ms", "whole_ms"):
+            times = case[kind]
+            print(f"\n{title}: {kind[:-3]} (ms, median [min-max] of {times['ours']['n']})")
+            print(f"{'variant':<20}{'median':>10}{'min':>10}{'max':>10}{'/ (b)':>9}{'/ (a)':>9}")
+            for v in variants:
+                t = times[v]
+                to_b = (
+                    ratio(t["median"], times["reference"]["median"])
+                    if "reference" in times
+                    else float("nan")
+                )
+                to_a = ratio(t["median"], times["semantic_fpn"]["median"])
+                print(
+                    f"{LABELS[v]:<20}{t['median']:>10.1f}{t['min']:>10.1f}{t['max']:>10.1f}"
+                    f"{to_b:>9.3f}{to_a:>9.3f}"
+                )
+        if "memory_mib" in case:
+            print(f"\n{title}: peak memory growth (MiB, fresh process each)")
+            print(f"{'variant':<20}{'head':>10}{'/ (b)':>9}{'whole':>10}{'/ (b)':>9}")
+            memory = case["memory_mib"]
+            for v in variants:
+                ref = memory.get("reference", {})
+                head, whole = memory[v]["head"], memory[v]["whole"]
+                print(
+                    f"{LABELS[v]:<20}{head:>10.0f}{ratio(head, ref.get('head', 0)):>9.3f}"
+                    f"{whole:>10.0f}{ratio(whole, ref.get('whole', 0)):>9.3f}"
+                )
+        if "output_check" in case:
+            check = case["output_check"]
+            print(
+                f"\n(c) vs (b) output: max |logit difference| {check['max_abs_logit_diff']:.2e}, "
+                f"argmax equal: {check['argmax_equal']}"
+            )
+    training = results["training"]
+    times = training["step_ms"]
+    print(
+        f"\nTraining step, batch {training['batch']} of {training['height']}x{training['width']}, "
+        "forward + backward (ms)"
+    )
+    for v, t in times.items():
+        print(
+            f"{LABELS[v]:<20}{t['median']:>10.1f}{t['min']:>10.1f}{t['max']:>10.1f}"
+            f"{ratio(t['median'], times['semantic_fpn']['median']):>9.3f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes and 2 repeats (smoke test)"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant and case")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--depth", type=int, default=50, help="ResNet depth of the backbone")
+    parser.add_argument("--classes", type=int, default=19, help="classes of the 19-class cases")
+    parser.add_argument("--json", type=Path, help="write the results to this JSON file")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument(
+        "--memory-probe", nargs=3, metavar=("VARIANT", "PART", "CASE_FILE"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        print(memory_probe(*args.memory_probe, num_classes=args.classes, depth=args.depth))
+        return
+
+    if args.quick:
+        cases = [(64, 96, 19)]
+        training_size, repeats, depth = (64, 96), 1, 18
+    else:
+        cases = [(512, 1024, 19), (1024, 2048, 19), (1024, 2048, 150)]
+        training_size, repeats, depth = (512, 1024), args.repeats, args.depth
+    variants = [v for v in VARIANTS if v != "reference" or reference_point_rend() is not None]
+    results = {
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "depth": depth,
+        "variants": variants,
+        "inference": [],
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="pointrend_benchmark_"))
+    models_by_classes = {}
+    for height, width, num_classes in cases:
+        if num_classes not in models_by_classes:
+            torch.manual_seed(0)
+            models = {v: build_variant(v, num_classes, depth) for v in variants}
+            share_weights(models)
+            models_by_classes = {num_classes: models}  # keep one set of models alive at a time
+        models = models_by_classes[num_classes]
+        print(f"timing {height}x{width}, {num_classes} classes ...", file=sys.stderr)
+        case = inference_case(models, height, width, repeats)
+        case["num_classes"] = num_classes
+        if not args.no_memory:
+            print("  memory probes ...", file=sys.stderr)
+            image = random_image(height, width).float()
+            with torch.no_grad():
+                features = backbone_features(models["semantic_fpn"], image)
+            case["memory_mib"] = memory_case(variants, image, features, num_classes, depth, workdir)
+        results["inference"].append(case)
+    print("timing training steps ...", file=sys.stderr)
+    torch.manual_seed(0)
+    models = {v: build_variant(v, args.classes, depth) for v in ("semantic_fpn", "ours")}
+    share_weights(models)
+    results["training"] = training_step_case(
+        models, *training_size, batch=2, repeats=max(2, repeats // 2)
+    )
+    shutil.rmtree(workdir)
+    print_report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
