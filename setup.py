@@ -1,4 +1,6 @@
-"""Install pointrend_d2: ``pip install -e .`` (detectron2 must be installed separately, see README)."""
+"""Install pointrend_d2 with ``pip install -e .``; install detectron2 first (see README)."""
+
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
@@ -6,7 +8,7 @@ setup(
     name="pointrend_d2",
     version="0.1.0",
     description="PointRend semantic segmentation (image segmentation as rendering) for detectron2",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["pointrend_d2", "pointrend_d2.*"]),
     python_requires=">=3.10",

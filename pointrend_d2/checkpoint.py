@@ -126,8 +126,10 @@ class SafeCheckpointer(DetectionCheckpointer):
         return super().load(path, *args, **kwargs)
 
     def _torch_load(self, f: str) -> dict[str, Any]:
+        if self.allow_unsafe_pickle:
+            return torch.load(f, map_location="cpu", weights_only=False)
         try:
-            return torch.load(f, map_location="cpu", weights_only=not self.allow_unsafe_pickle)
+            return torch.load(f, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             raise UnsafeCheckpointError(
                 f"Refusing to load {f}: it holds objects other than tensors and containers, and "
