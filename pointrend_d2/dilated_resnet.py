@@ -141,7 +141,9 @@ def build_dilated_resnet_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> Dilat
     out_channels = resnet_cfg.RES2_OUT_CHANNELS
     bottleneck_channels = resnet_cfg.NUM_GROUPS * resnet_cfg.WIDTH_PER_GROUP
     stages = []
-    for num_blocks, (stride, dilation) in zip(num_blocks_per_stage, strides_and_dilations):
+    for num_blocks, (stride, dilation) in zip(
+        num_blocks_per_stage, strides_and_dilations, strict=True
+    ):
         if depth < 50:
             block_kwargs = {"block_class": DilatedBasicBlock}
         else:

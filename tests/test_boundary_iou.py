@@ -24,7 +24,7 @@ IGNORE = 255
 
 
 def register_label_maps(tmp_path, gt_maps, class_names):
-    """Registers a dataset whose ground truths are ``gt_maps`` (written as PNGs); returns its name."""
+    """Registers a dataset with ground truths ``gt_maps`` (written as PNGs); returns its name."""
     name = f"boundary_iou_test_{uuid.uuid4().hex[:8]}"
     records = []
     for index, gt in enumerate(gt_maps):
@@ -249,7 +249,9 @@ def test_agrees_with_sem_seg_evaluator_miou_and_accumulates_over_images(tmp_path
     ours = results["boundary_iou"]
     assert ours["mIoU"] == pytest.approx(results["sem_seg"]["mIoU"], rel=1e-12)
     distance = boundary_distance(30, 40, 0.02)
-    counts = [boundary_iou_counts(g, p, 4, IGNORE, distance) for g, p in zip(gts, preds)]
+    counts = [
+        boundary_iou_counts(g, p, 4, IGNORE, distance) for g, p in zip(gts, preds, strict=True)
+    ]
     intersection = sum(c["band_intersection"] for c in counts)
     union = sum(c["gt_band_area"] + c["pred_band_area"] for c in counts) - intersection
     np.testing.assert_allclose([ours[f"BIoU-{c}"] for c in "abcd"], 100 * intersection / union)

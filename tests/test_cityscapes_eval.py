@@ -120,6 +120,7 @@ def test_official_miou_equals_sem_seg_evaluator(cityscapes_val, tmp_path, predic
         **{
             "INPUT.MIN_SIZE_TEST": HEIGHT,
             "INPUT.MAX_SIZE_TEST": WIDTH,
+            "DATALOADER.NUM_WORKERS": 0,
             "OUTPUT_DIR": str(tmp_path),
         },
     )

@@ -108,6 +108,44 @@ def caption(tile: np.ndarray, text: str) -> None:
         cv2.putText(tile, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42, color, thickness)
 
 
+def figure_row(sample, crop: Crop, crop_size: int, scale: int, colors) -> np.ndarray:
+    """
+    One row of the figure: image, ground truth, baseline, PointRend at ``crop``, zoomed by
+    ``scale``; predictions captioned with their accuracy on the crop's ground-truth boundary.
+
+    Args:
+        sample: (RGB image, GT labels, [baseline labels, PointRend labels], GT boundary mask).
+    """
+    image, gt, predictions, gt_boundary = sample
+    window = (slice(crop.top, crop.top + crop_size), slice(crop.left, crop.left + crop_size))
+    faint_image = image[window].astype(np.float32) * 0.25
+    tiles = [np.ascontiguousarray(image[window])]
+    for labels in (gt, *predictions):
+        tiles.append(
+            (colorize_labels(labels[window], colors) * 0.75 + faint_image).astype(np.uint8)
+        )
+    tiles = [
+        cv2.resize(tile, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        for tile in tiles
+    ]
+    boundary = gt_boundary[window]
+    for tile, labels in zip(tiles[2:], predictions, strict=True):
+        accuracy = (labels[window] == gt[window])[boundary].mean()
+        caption(tile, f"boundary acc {100 * accuracy:.0f}%")
+    return np.concatenate(tiles, axis=1)
+
+
+def stack_rows(rows: list[np.ndarray], titles) -> np.ndarray:
+    """The rows one under another, 4 px apart, under a white header with the column titles."""
+    width = rows[0].shape[1]
+    header = np.full((22, width, 3), 255, dtype=np.uint8)
+    for column, title in enumerate(titles):
+        origin = (column * width // len(titles) + 6, 16)
+        cv2.putText(header, title, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    separator = np.full((4, width, 3), 255, dtype=np.uint8)
+    return np.concatenate([header] + [part for row in rows for part in (row, separator)][:-1])
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logger(name="pointrend_d2")
@@ -136,34 +174,11 @@ def main(argv=None) -> None:
     if not crops:
         raise SystemExit("The two models agree on every ground-truth boundary pixel: no crops")
 
-    colors = metadata.stuff_colors
-    rows = []
-    for crop in crops:
-        image, gt, predictions, gt_boundary = samples[crop.image_index]
-        window = (slice(crop.top, crop.top + crop_size), slice(crop.left, crop.left + crop_size))
-        faint_image = image[window].astype(np.float32) * 0.25
-        tiles = [np.ascontiguousarray(image[window])]
-        for labels in (gt, *predictions):
-            tiles.append(
-                (colorize_labels(labels[window], colors) * 0.75 + faint_image).astype(np.uint8)
-            )
-        tiles = [
-            cv2.resize(tile, None, fx=args.scale, fy=args.scale, interpolation=cv2.INTER_NEAREST)
-            for tile in tiles
-        ]
-        boundary = gt_boundary[window]
-        for tile, labels in zip(tiles[2:], predictions):
-            accuracy = (labels[window] == gt[window])[boundary].mean()
-            caption(tile, f"boundary acc {100 * accuracy:.0f}%")
-        rows.append(np.concatenate(tiles, axis=1))
-
-    tile_width = rows[0].shape[1] // 4
-    header = np.full((22, rows[0].shape[1], 3), 255, dtype=np.uint8)
-    for column, title in enumerate(("image", "ground truth", "baseline", "PointRend")):
-        origin = (column * tile_width + 6, 16)
-        cv2.putText(header, title, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    separator = np.full((4, rows[0].shape[1], 3), 255, dtype=np.uint8)
-    figure = np.concatenate([header] + [part for row in rows for part in (row, separator)][:-1])
+    rows = [
+        figure_row(samples[crop.image_index], crop, crop_size, args.scale, metadata.stuff_colors)
+        for crop in crops
+    ]
+    figure = stack_rows(rows, ("image", "ground truth", "baseline", "PointRend"))
     if not cv2.imwrite(args.output, figure[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise OSError(f"Could not write {args.output}")
     logger.info("Wrote %s (%d crops from %s)", args.output, len(rows), dataset_name)

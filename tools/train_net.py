@@ -21,6 +21,7 @@ from detectron2.evaluation import verify_results
 
 from pointrend_d2 import add_pointrend_config
 from pointrend_d2.checkpoint import SafeCheckpointer
+from pointrend_d2.data import register_datasets_from_config
 from pointrend_d2.engine import Trainer
 
 
@@ -46,6 +47,8 @@ def setup(args):
         cfg.MODEL.ALLOW_UNSAFE_PICKLE = True
     cfg.freeze()
     default_setup(cfg, args)
+    # Folder datasets named in DATASETS.FOLDER_SPECS, registered in every process.
+    register_datasets_from_config(cfg)
     return cfg
 
 

@@ -57,9 +57,8 @@ def _files_by_stem(directory: str, extensions: tuple[str, ...]) -> dict[str, str
                 continue
             key = os.path.normpath(os.path.join(os.path.relpath(parent, directory), stem))
             if key in files:
-                raise ValueError(
-                    f"Two files share the stem {key!r}: {files[key]} and {os.path.join(parent, name)}"
-                )
+                duplicate = os.path.join(parent, name)
+                raise ValueError(f"Two files share the stem {key!r}: {files[key]} and {duplicate}")
             files[key] = os.path.join(parent, name)
     return files
 

@@ -196,7 +196,7 @@ class BoundaryIoUEvaluator(DatasetEvaluator):
             inputs: model inputs, each with the ``file_name`` of a dataset dict.
             outputs: model outputs, each with ``sem_seg``: (K, H, W) scores.
         """
-        for input, output in zip(inputs, outputs):
+        for input, output in zip(inputs, outputs, strict=True):
             pred = output["sem_seg"].argmax(dim=0).to(torch.device("cpu")).numpy()
             gt_file = self._input_file_to_gt_file[input["file_name"]]
             gt = self._sem_seg_loading_fn(gt_file, dtype=int)
@@ -242,7 +242,7 @@ class BoundaryIoUEvaluator(DatasetEvaluator):
         results["mMinIoUBIoU"] = 100 * _mean(min_iou_biou)
         results["dilation_ratio"] = self._dilation_ratio
         for name, values in (("BIoU", biou), ("IoU", iou), ("min(IoU,BIoU)", min_iou_biou)):
-            for class_name, value in zip(self._class_names, values):
+            for class_name, value in zip(self._class_names, values, strict=True):
                 results[f"{name}-{class_name}"] = 100 * value
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
