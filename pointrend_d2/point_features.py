@@ -16,7 +16,6 @@ cell's flat index is ``i * W + j``. The same point addresses the same place in e
 image, whatever its stride.
 """
 
-
 import torch
 from torch import Tensor
 from torch.nn import functional as F

@@ -1,6 +1,5 @@
 """PointRend semantic segmentation head, registered in detectron2's SEM_SEG_HEADS_REGISTRY."""
 
-
 import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec

@@ -102,10 +102,11 @@ def test_training_sampler_prefers_boundaries():
     assert (points[0, :10, 0] - 0.5).abs().max() < 1 / 32
 
 
-@pytest.mark.parametrize("bad", [dict(num_points=0), dict(oversample_ratio=0.5),
-                                 dict(importance_sample_ratio=1.5)])
+@pytest.mark.parametrize(
+    "bad", [{"num_points": 0}, {"oversample_ratio": 0.5}, {"importance_sample_ratio": 1.5}]
+)
 def test_training_sampler_rejects_bad_arguments(bad):
-    args = dict(num_points=10, oversample_ratio=3, importance_sample_ratio=0.75) | bad
+    args = {"num_points": 10, "oversample_ratio": 3, "importance_sample_ratio": 0.75} | bad
     with pytest.raises(ValueError, match=next(iter(bad))):
         sample_uncertain_points(torch.randn(1, 2, 4, 4), **args)
 

@@ -115,8 +115,8 @@ def test_training_sampler_matches_reference(num_points, oversample, beta):
 @pytest.mark.parametrize("num_points", [1, 37, 10_000])
 def test_grid_selection_matches_reference(num_points):
     uncertainty = torch.randn(2, 1, 21, 34)
-    expected_indices, expected_coords = (
-        reference.point_features.get_uncertain_point_coords_on_grid(uncertainty, num_points)
+    expected_indices, expected_coords = reference.point_features.get_uncertain_point_coords_on_grid(
+        uncertainty, num_points
     )
     indices, coords = point_features.select_uncertain_grid_points(uncertainty, num_points)
     assert torch.equal(indices, expected_indices)

@@ -218,7 +218,7 @@ def test_registration_is_lazy_and_sets_metadata(tmp_path, unique_prefix):
     )
     assert names == [f"{unique_prefix}_train", f"{unique_prefix}_val"]
     assert os.listdir(root) == []  # registering generates nothing
-    for name, split in zip(names, ("train", "val")):
+    for name, split in zip(names, ("train", "val"), strict=True):
         assert name in DatasetCatalog.list()
         metadata = MetadataCatalog.get(name)
         assert metadata.stuff_classes == list(CLASSES)

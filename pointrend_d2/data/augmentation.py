@@ -1,19 +1,18 @@
 """Training augmentations for semantic segmentation."""
 
-from typing import List
-
 from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 
 
-def build_semantic_train_augmentation(cfg: CfgNode) -> List[T.Augmentation]:
+def build_semantic_train_augmentation(cfg: CfgNode) -> list[T.Augmentation]:
     """
     The usual semantic-segmentation training augmentations, in order: resize the shortest edge
     (INPUT.MIN_SIZE_TRAIN, MAX_SIZE_TRAIN, MIN_SIZE_TRAIN_SAMPLING); if INPUT.CROP.ENABLED, a
     random crop (CROP.TYPE, CROP.SIZE) retried until no class covers more than
-    CROP.SINGLE_CATEGORY_MAX_AREA of it, ignore pixels not counted; a random flip (INPUT.RANDOM_FLIP).
+    CROP.SINGLE_CATEGORY_MAX_AREA of it, ignore pixels not counted; a random flip
+    (INPUT.RANDOM_FLIP).
     """
-    augs: List[T.Augmentation] = [
+    augs: list[T.Augmentation] = [
         T.ResizeShortestEdge(
             cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
         )

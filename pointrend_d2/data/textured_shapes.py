@@ -182,7 +182,9 @@ def _paint_blob(
     radius = (np.abs(u) ** exponent + np.abs(v) ** exponent) ** (1.0 / exponent)
     angle = np.arctan2(v, u)
     outline = 1.0
-    for harmonic, (amplitude, phase) in enumerate(zip(wobble_amplitudes, wobble_phases), start=2):
+    for harmonic, (amplitude, phase) in enumerate(
+        zip(wobble_amplitudes, wobble_phases, strict=True), start=2
+    ):
         outline = outline + amplitude * np.cos(harmonic * angle + phase)
     mask = radius < outline
 
