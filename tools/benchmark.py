@@ -20,7 +20,6 @@ checks that (c)'s output equals (b)'s.
 import argparse
 import json
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -202,6 +201,28 @@ def training_step_case(models: dict, height: int, width: int, batch: int, repeat
     return {"height": height, "width": width, "batch": batch, "step_ms": times}
 
 
+def _proc_status_kib(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS, VmHWM), in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def peak_rss_growth_mib(run) -> float:
+    """
+    How far the resident set size rises above its current value while ``run()`` runs, in MiB.
+    The kernel's peak (VmHWM) is first reset to the current RSS (``/proc/self/clear_refs``), as
+    ``getrusage``'s peak also counts what this process (and, across exec, its parent) held before.
+    """
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _proc_status_kib("VmRSS")
+    run()
+    return (_proc_status_kib("VmHWM") - before) / 1024
+
+
 def memory_probe(variant: str, part: str, case_file: str, num_classes: int, depth: int) -> float:
     """
     In this (fresh) process: growth of the peak RSS, in MiB, while running ``part`` once on the
@@ -213,14 +234,9 @@ def memory_probe(variant: str, part: str, case_file: str, num_classes: int, dept
     case = torch.load(case_file, weights_only=True)
     with torch.no_grad():
         if part == "head":
-            run = lambda: model.sem_seg_head(case["features"])  # noqa: E731
-        else:
-            del case["features"]
-            run = lambda: model([{"image": case["image"]}])  # noqa: E731
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        run()
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (after - before) / 1024
+            return peak_rss_growth_mib(lambda: model.sem_seg_head(case["features"]))
+        del case["features"]
+        return peak_rss_growth_mib(lambda: model([{"image": case["image"]}]))
 
 
 def memory_case(variants, image, features, num_classes: int, depth: int, workdir: Path) -> dict:

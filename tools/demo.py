@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 import torch
 import tqdm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
@@ -29,6 +28,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from pointrend_d2 import PointRendSemanticHead, add_pointrend_config
+from pointrend_d2.checkpoint import SafeCheckpointer
 from pointrend_d2.data import register_datasets_from_config
 from pointrend_d2.visualization import draw_subdivision_step, overlay_sem_seg, trace_subdivision
 
@@ -97,7 +97,9 @@ def main(argv=None) -> None:
     register_datasets_from_config(cfg)
     metadata = demo_metadata(cfg)
     model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    SafeCheckpointer(model, allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE).load(
+        cfg.MODEL.WEIGHTS
+    )
     if args.show_points and not isinstance(model.sem_seg_head, PointRendSemanticHead):
         raise SystemExit("--show-points needs SEM_SEG_HEAD.NAME PointRendSemanticHead")
     resize = T.ResizeShortestEdge(
