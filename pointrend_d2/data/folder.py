@@ -70,6 +70,14 @@ def _image_size(path: str) -> tuple[int, int]:
     return height, width
 
 
+def _raise_for_unpaired(files: dict, partners: dict, describe, kind: str) -> None:
+    """FileNotFoundError naming the first of ``files`` (by stem) without a partner, if any."""
+    unpaired = sorted(set(files) - set(partners))
+    if unpaired:
+        more = f" (and {len(unpaired) - 1} more {kind})" if len(unpaired) > 1 else ""
+        raise FileNotFoundError(describe(unpaired[0]) + more)
+
+
 def load_folder_dataset(
     image_dir: str,
     label_dir: str,
@@ -101,20 +109,19 @@ def load_folder_dataset(
     labels = _files_by_stem(label_dir, (label_ext.lower(),))
     if not images:
         raise FileNotFoundError(f"No {'/'.join(image_exts)} images found in {image_dir}")
-    missing_labels = sorted(set(images) - set(labels))
-    if missing_labels:
-        stem = missing_labels[0]
-        raise FileNotFoundError(
-            f"Image {images[stem]} has no label {os.path.join(label_dir, stem + label_ext)}"
-            + (f" (and {len(missing_labels) - 1} more images)" if len(missing_labels) > 1 else "")
-        )
-    missing_images = sorted(set(labels) - set(images))
-    if missing_images:
-        stem = missing_images[0]
-        raise FileNotFoundError(
-            f"Label {labels[stem]} has no image with stem {stem!r} in {image_dir}"
-            + (f" (and {len(missing_images) - 1} more labels)" if len(missing_images) > 1 else "")
-        )
+    _raise_for_unpaired(
+        images,
+        labels,
+        lambda stem: f"Image {images[stem]} has no label "
+        f"{os.path.join(label_dir, stem + label_ext)}",
+        "images",
+    )
+    _raise_for_unpaired(
+        labels,
+        images,
+        lambda stem: f"Label {labels[stem]} has no image with stem {stem!r} in {image_dir}",
+        "labels",
+    )
 
     dataset_dicts = []
     for stem in sorted(images):
