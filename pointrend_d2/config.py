@@ -1,6 +1,9 @@
 """Config keys of pointrend_d2, added to a detectron2 config by :func:`add_pointrend_config`."""
 
+from collections.abc import Sequence
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 
 def add_pointrend_config(cfg: CN) -> None:
@@ -48,6 +51,11 @@ def add_pointrend_config(cfg: CN) -> None:
     cfg.MODEL.POINT_HEAD.SUBDIVISION_STEPS = 2
     # Number of most uncertain cells re-predicted at each subdivision step.
     cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS = 8192
+    # How each subdivision step finds its most uncertain cells; both select the same cells:
+    # "bounded" computes the uncertainty only where a bound allows a cell to be selected (fastest
+    # on the CPU, but it syncs with the host), "topk" takes a top-k over the dense uncertainty map
+    # (fixed shapes: no host sync, exportable), "auto" is "bounded" on the CPU and "topk" elsewhere.
+    cfg.MODEL.POINT_HEAD.SUBDIVISION_SELECTION = "auto"
     # Width of each hidden layer of the point MLP.
     cfg.MODEL.POINT_HEAD.FC_DIM = 256
     # Number of hidden layers of the point MLP; 0 is a single linear layer.
@@ -68,3 +76,16 @@ def add_pointrend_config(cfg: CN) -> None:
     cfg.MODEL.DEEPLAB_V3.NORM = "BN"
     # Dropout rate on the ASPP output during training (0 disables it).
     cfg.MODEL.DEEPLAB_V3.DROPOUT = 0.1
+
+
+def setup_cfg(config_file: str, opts: Sequence[str] = ()) -> CN:
+    """
+    The config that every tool builds: detectron2's defaults, :func:`add_pointrend_config`, the
+    config file, then ``KEY VALUE`` overrides. Returned unfrozen, so that a tool can set its own
+    command-line flags before freezing it.
+    """
+    cfg = get_cfg()
+    add_pointrend_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg

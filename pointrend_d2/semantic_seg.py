@@ -1,5 +1,7 @@
 """PointRend semantic segmentation head, registered in detectron2's SEM_SEG_HEADS_REGISTRY."""
 
+from collections.abc import Callable
+
 import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
@@ -114,6 +116,24 @@ def resolve_train_num_points(cfg: CfgNode) -> int:
     return -(-crop_height // 16) * -(-crop_width // 16)
 
 
+def resolve_subdivision_selection(selection: str, device: str) -> str:
+    """
+    MODEL.POINT_HEAD.SUBDIVISION_SELECTION, where "auto" picks "bounded" on the CPU (measured
+    faster there, see README) and "topk" on other devices (no host syncs).
+
+    Raises:
+        ValueError: for an unknown value.
+    """
+    allowed = ("auto", "bounded", "topk")
+    if selection not in allowed:
+        raise ValueError(
+            f"MODEL.POINT_HEAD.SUBDIVISION_SELECTION={selection!r}: must be one of {allowed}"
+        )
+    if selection != "auto":
+        return selection
+    return "bounded" if torch.device(device).type == "cpu" else "topk"
+
+
 @SEM_SEG_HEADS_REGISTRY.register()
 class PointRendSemanticHead(nn.Module):
     """
@@ -148,6 +168,8 @@ class PointRendSemanticHead(nn.Module):
         importance_sample_ratio: float = 0.75,
         subdivision_steps: int = 2,
         subdivision_num_points: int = 8192,
+        subdivision_selection: str = "bounded",
+        point_sampler: Callable[..., Tensor] = sample_uncertain_points,
     ):
         """
         Args:
@@ -160,6 +182,11 @@ class PointRendSemanticHead(nn.Module):
             importance_sample_ratio: beta of the training sampler.
             subdivision_steps: number of 2x upsample-and-refine steps at inference.
             subdivision_num_points: cells re-predicted at each subdivision step.
+            subdivision_selection: how each step selects its cells, "bounded" or "topk" (the
+                same cells; see :func:`pointrend_d2.subdivision.subdivision_inference`).
+            point_sampler: the training point sampler, called as ``point_sampler(coarse_logits,
+                num_points, oversample_ratio, importance_sample_ratio)`` -> (N, P, 2) points;
+                :func:`sample_uncertain_points` (PointRend's) by default.
         """
         super().__init__()
         # Attribute names match detectron2's PointRend so its checkpoints load unchanged.
@@ -172,6 +199,8 @@ class PointRendSemanticHead(nn.Module):
         self.importance_sample_ratio = importance_sample_ratio
         self.subdivision_steps = subdivision_steps
         self.subdivision_num_points = subdivision_num_points
+        self.subdivision_selection = subdivision_selection
+        self.point_sampler = point_sampler
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
@@ -202,6 +231,9 @@ class PointRendSemanticHead(nn.Module):
                 point_cfg.SUBDIVISION_STEPS, coarse_sem_seg_head.common_stride
             ),
             "subdivision_num_points": point_cfg.SUBDIVISION_NUM_POINTS,
+            "subdivision_selection": resolve_subdivision_selection(
+                point_cfg.SUBDIVISION_SELECTION, cfg.MODEL.DEVICE
+            ),
         }
 
     def forward(
@@ -227,7 +259,7 @@ class PointRendSemanticHead(nn.Module):
         if self.training:
             losses = self.coarse_losses(coarse_logits, targets)
             with torch.no_grad():
-                point_coords = sample_uncertain_points(
+                point_coords = self.point_sampler(
                     coarse_logits,
                     self.train_num_points,
                     self.oversample_ratio,
@@ -299,5 +331,6 @@ class PointRendSemanticHead(nn.Module):
             coarse_logits,
             self.subdivision_steps,
             self.subdivision_num_points,
-            lambda point_coords: self.predict_points(features, coarse_logits, point_coords),
+            selection=self.subdivision_selection,
+            predict_points=lambda point_coords: self.predict_points(features, coarse_logits, point_coords),
         )

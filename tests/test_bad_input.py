@@ -21,7 +21,7 @@ from PIL import Image
 from pointrend_d2.config_checks import validate_dataset_classes
 from pointrend_d2.data import SemanticDatasetMapper
 from pointrend_d2.engine import Trainer, build_sem_seg_evaluator, load_dataset_records
-from tests.conftest import small_fpn_cfg
+from tests.helpers import small_fpn_cfg
 
 NUM_CLASSES = 5
 

@@ -18,7 +18,7 @@ from pointrend_d2.evaluation import (
     boundary_distance,
     boundary_iou_counts,
 )
-from tests.conftest import small_fpn_cfg
+from tests.helpers import small_fpn_cfg
 
 IGNORE = 255
 

@@ -22,8 +22,7 @@ from torch import nn
 
 from pointrend_d2.checkpoint import SafeCheckpointer, UnsafeCheckpointError
 from pointrend_d2.engine import Trainer
-from tests.conftest import REPO, small_fpn_cfg
-from tests.test_train_net_e2e import FAST_OPTS, read_metrics, run_train_net
+from tests.helpers import FAST_OPTS, REPO, read_metrics, run_train_net, small_fpn_cfg
 
 
 def checkpoint_files(folder) -> list[str]:

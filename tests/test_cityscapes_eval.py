@@ -17,7 +17,7 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from pointrend_d2.engine import build_sem_seg_evaluator
-from tests.conftest import small_fpn_cfg
+from tests.helpers import small_fpn_cfg
 
 cityscapes_labels = pytest.importorskip("cityscapesscripts.helpers.labels")
 

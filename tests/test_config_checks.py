@@ -7,7 +7,7 @@ test_deeplab.py.)
 import pytest
 from detectron2.modeling import build_model
 
-from tests.conftest import small_fpn_cfg
+from tests.helpers import small_fpn_cfg
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pointrend_d2
 from pointrend_d2 import DeepLabV3CoarseHead, PointRendSemanticHead, semantic_seg
 from pointrend_d2.dilated_resnet import stage_strides_and_dilations
 from pointrend_d2.semantic_seg import resolve_subdivision_steps, resolve_train_num_points
-from tests.conftest import REPO, small_deeplab_cfg, small_fpn_cfg
+from tests.helpers import REPO, small_deeplab_cfg, small_fpn_cfg
 
 
 def config_from_file(name: str):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from pointrend_d2.data import register_textured_shapes
 from pointrend_d2.visualization import trace_subdivision
-from tests.conftest import REPO, small_fpn_cfg
+from tests.helpers import REPO, small_fpn_cfg
 
 HEIGHT, WIDTH = 128, 256
 

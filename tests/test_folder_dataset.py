@@ -15,7 +15,7 @@ from pointrend_d2.data import (
     register_folder_dataset,
 )
 from pointrend_d2.engine import Trainer
-from tests.conftest import small_fpn_cfg
+from tests.helpers import small_fpn_cfg
 
 
 def unique(prefix: str) -> str:

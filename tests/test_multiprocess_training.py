@@ -15,8 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import REPO
-from tests.test_train_net_e2e import run_train_net
+from tests.helpers import REPO, run_train_net
 
 # One BLAS thread per process: the processes share the machine's cores.
 ONE_THREAD_PER_PROCESS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")

@@ -10,7 +10,7 @@ from detectron2.utils.events import EventStorage
 from torch.nn import functional as F
 
 from pointrend_d2.semantic_seg import expand_foreground_logit, sem_seg_loss
-from tests.conftest import small_deeplab_cfg, small_fpn_cfg
+from tests.helpers import reference_cfg, small_deeplab_cfg, small_fpn_cfg
 
 MODELS = {
     "fpn_pointrend": lambda num_classes: small_fpn_cfg(num_classes=num_classes),
@@ -108,8 +108,6 @@ def test_expand_foreground_logit():
 def test_reference_fails_with_one_class():
     """detectron2's PointRend takes the top-2 logits, which one class does not have."""
     pytest.importorskip("detectron2.projects.point_rend")
-    from tests.test_reference_parity import reference_cfg
-
     reference_model = build_model(reference_cfg(small_fpn_cfg(num_classes=1))).eval()
     with pytest.raises(RuntimeError, match="out of range"), torch.no_grad():
         reference_model([{"image": object_batch()[0]["image"]}])

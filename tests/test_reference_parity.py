@@ -10,24 +10,9 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from pointrend_d2 import point_features
-from tests.conftest import small_fpn_cfg
+from tests.helpers import reference_cfg, small_fpn_cfg
 
 reference = pytest.importorskip("detectron2.projects.point_rend")
-
-
-def reference_cfg(our_cfg):
-    """The reference's config for the same architecture as ``our_cfg``."""
-    cfg = our_cfg.clone()
-    cfg.defrost()
-    point_cfg = cfg.MODEL.pop("POINT_HEAD")
-    reference.add_pointrend_config(cfg)
-    for key in ("IN_FEATURES", "TRAIN_NUM_POINTS", "OVERSAMPLE_RATIO", "IMPORTANCE_SAMPLE_RATIO",
-                "SUBDIVISION_STEPS", "SUBDIVISION_NUM_POINTS", "FC_DIM", "NUM_FC",
-                "COARSE_PRED_EACH_LAYER", "COARSE_SEM_SEG_HEAD_NAME"):  # fmt: skip
-        cfg.MODEL.POINT_HEAD[key] = point_cfg[key]
-    cfg.MODEL.POINT_HEAD.NUM_CLASSES = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    cfg.MODEL.SEM_SEG_HEAD.NAME = "PointRendSemSegHead"
-    return cfg
 
 
 @pytest.fixture(scope="module")

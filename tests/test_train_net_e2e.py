@@ -3,40 +3,11 @@ End to end through tools/train_net.py on the embedded dataset: train on the CPU,
 checkpoints, evaluate with --eval-only, continue with --resume.
 """
 
-import json
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
-
-# Small and fast, but the real config, data and tools.
-FAST_OPTS = [
-    "SOLVER.IMS_PER_BATCH", "2",
-    "INPUT.CROP.SIZE", "(128, 128)",
-    "SOLVER.WARMUP_ITERS", "5",
-    "SOLVER.STEPS", "()",
-    "SOLVER.CHECKPOINT_PERIOD", "20",
-    "DATALOADER.NUM_WORKERS", "0",
-]  # fmt: skip
-
-
-def run_train_net(*args: str) -> str:
-    """Run tools/train_net.py; return its combined output, failing the test on a non-zero exit."""
-    command = [sys.executable, str(REPO / "tools" / "train_net.py"), *args]
-    result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-5000:]
-    return output
-
-
-def read_metrics(output_dir) -> list:
-    with open(output_dir / "metrics.json") as f:
-        return [json.loads(line) for line in f if line.strip()]
+from tests.helpers import FAST_OPTS, REPO, read_metrics, run_train_net
 
 
 @pytest.mark.slow

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Create (or reuse) the pinned CPU environment for pointrend_d2 and print its directory.
 #
-# The venv lives outside the clone, keyed by a hash of requirements.txt and this script, so CI
-# and fresh clones reuse it. Override its parent folder with POINTREND_D2_ENV_ROOT.
+# The venv lives outside the clone, keyed by a hash of the requirements files and this script, so
+# CI and fresh clones reuse it. Override its parent folder with POINTREND_D2_ENV_ROOT. It holds the
+# third-party packages only: tools/with_env.sh puts the calling clone first on PYTHONPATH, so
+# clones that share the venv never install themselves into it.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-key=$(cat "$repo/requirements.txt" "$repo/tools/install_env.sh" | sha256sum | cut -c1-16)
+key=$(cat "$repo/requirements.txt" "$repo/requirements-dev.txt" "$repo/tools/install_env.sh" | sha256sum | cut -c1-16)
 root=${POINTREND_D2_ENV_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/pointrend_d2}
 venv="$root/venv-$key"
 python=${PYTHON:-python3.11}
@@ -17,7 +19,7 @@ if [ ! -f "$venv/.complete" ]; then
   mkdir -p "$root"
   "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --upgrade pip wheel setuptools >&2
-  "$venv/bin/python" -m pip install -q -r "$repo/requirements.txt" >&2
+  "$venv/bin/python" -m pip install -q -r "$repo/requirements-dev.txt" >&2
   # detectron2 is not on PyPI under its own name. `sal-detectron2` is a wheel of its main branch,
   # tagged cp310 because of a CUDA `_C` extension we do not use; its Python code runs on 3.11.
   wheels=$(mktemp -d)

@@ -1,0 +1,110 @@
+"""
+Shared test helpers (one module; test modules import from here, never from each other): small
+configs and models built on the CPU, tools/train_net.py runs, and the reference's config.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from detectron2.config import CfgNode, get_cfg
+
+import pointrend_d2
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _small_cfg(base_config: str, num_classes: int, options: list, overrides: dict) -> CfgNode:
+    """``base_config`` shrunk for fast CPU tests by ``options``, then ``overrides`` (KEY=VALUE)."""
+    cfg = get_cfg()
+    pointrend_d2.add_pointrend_config(cfg)
+    cfg.merge_from_file(str(REPO / "configs" / base_config))
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE", "cpu",
+            "MODEL.RESNETS.DEPTH", 18,
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes,
+            "MODEL.POINT_HEAD.FC_DIM", 32,
+            "MODEL.POINT_HEAD.TRAIN_NUM_POINTS", 256,
+            "MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS", 600,
+            *options,
+        ]
+    )  # fmt: skip
+    for key, value in overrides.items():
+        cfg.merge_from_list([key, value])
+    return cfg
+
+
+def small_fpn_cfg(num_classes: int = 5, **overrides) -> CfgNode:
+    """A tiny ResNet-18 FPN PointRend config (random weights) for fast CPU tests."""
+    options = [
+        "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+        "MODEL.FPN.OUT_CHANNELS", 32,
+        "MODEL.SEM_SEG_HEAD.CONVS_DIM", 32,
+    ]  # fmt: skip
+    return _small_cfg("Base-PointRend-Semantic-FPN.yaml", num_classes, options, overrides)
+
+
+def small_deeplab_cfg(num_classes: int = 5, output_stride: int = 16, **overrides) -> CfgNode:
+    """A tiny dilated ResNet-18 DeepLabV3 + PointRend config (random weights) for CPU tests."""
+    res4_dilation, res5_dilation, aspp_dilations = {
+        16: (1, 2, [6, 12, 18]),
+        8: (2, 4, [12, 24, 36]),
+    }[output_stride]
+    options = [
+        "MODEL.RESNETS.NORM", "GN",
+        "MODEL.RESNETS.STEM_OUT_CHANNELS", 32,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS", 32,
+        "MODEL.RESNETS.RES4_DILATION", res4_dilation,
+        "MODEL.RESNETS.RES5_DILATION", res5_dilation,
+        "MODEL.DEEPLAB_V3.ASPP_CHANNELS", 32,
+        "MODEL.DEEPLAB_V3.ASPP_DILATIONS", aspp_dilations,
+        "MODEL.DEEPLAB_V3.NORM", "GN",
+        "MODEL.DEEPLAB_V3.DROPOUT", 0.0,
+    ]  # fmt: skip
+    return _small_cfg("Base-DeepLabV3-PointRend.yaml", num_classes, options, overrides)
+
+
+# Small and fast, but the real config, data and tools.
+FAST_OPTS = [
+    "SOLVER.IMS_PER_BATCH", "2",
+    "INPUT.CROP.SIZE", "(128, 128)",
+    "SOLVER.WARMUP_ITERS", "5",
+    "SOLVER.STEPS", "()",
+    "SOLVER.CHECKPOINT_PERIOD", "20",
+    "DATALOADER.NUM_WORKERS", "0",
+]  # fmt: skip
+
+
+def run_train_net(*args: str) -> str:
+    """Run tools/train_net.py; return its combined output, failing the test on a non-zero exit."""
+    command = [sys.executable, str(REPO / "tools" / "train_net.py"), *args]
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    return output
+
+
+def read_metrics(output_dir) -> list:
+    with open(output_dir / "metrics.json") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def reference_cfg(our_cfg):
+    """The reference's config for the same architecture as ``our_cfg``."""
+    from detectron2.projects import point_rend
+
+    cfg = our_cfg.clone()
+    cfg.defrost()
+    point_cfg = cfg.MODEL.pop("POINT_HEAD")
+    point_rend.add_pointrend_config(cfg)
+    for key in ("IN_FEATURES", "TRAIN_NUM_POINTS", "OVERSAMPLE_RATIO", "IMPORTANCE_SAMPLE_RATIO",
+                "SUBDIVISION_STEPS", "SUBDIVISION_NUM_POINTS", "FC_DIM", "NUM_FC",
+                "COARSE_PRED_EACH_LAYER", "COARSE_SEM_SEG_HEAD_NAME"):  # fmt: skip
+        cfg.MODEL.POINT_HEAD[key] = point_cfg[key]
+    cfg.MODEL.POINT_HEAD.NUM_CLASSES = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    cfg.MODEL.SEM_SEG_HEAD.NAME = "PointRendSemSegHead"
+    return cfg
