@@ -5,6 +5,7 @@ detectron2's registries and its embedded dataset in detectron2's DatasetCatalog.
 """
 
 from . import data
+from .coarse_head import SemanticFPNCoarseHead
 from .config import add_pointrend_config
 from .deeplab_head import DeepLabV3CoarseHead
 from .dilated_resnet import DilatedResNet, build_dilated_resnet_backbone
@@ -23,6 +24,7 @@ __all__ = [
     "ExactSizeSemanticSegmentor",
     "MLPPointHead",
     "PointRendSemanticHead",
+    "SemanticFPNCoarseHead",
     "add_pointrend_config",
     "build_dilated_resnet_backbone",
     "build_point_head",

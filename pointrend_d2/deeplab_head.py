@@ -4,6 +4,7 @@ SEM_SEG_HEADS_REGISTRY as ``DeepLabV3CoarseHead``.
 """
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ASPP, Conv2d, ShapeSpec
@@ -11,7 +12,9 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .semantic_seg import expand_foreground_logit, sem_seg_loss
+from .coarse_head import expand_foreground_logit
+from .config_checks import validate_deeplab_in_features
+from .losses import upsampled_sem_seg_loss
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -28,6 +31,9 @@ class DeepLabV3CoarseHead(nn.Module):
     cross-entropy (labels 0 background, 1 foreground); inference then returns two-class logits
     ``[0, logit]`` (see :func:`expand_foreground_logit`).
     """
+
+    # See pointrend_d2.coarse_head.CoarseSemSegHead.
+    single_foreground_logit: ClassVar[bool] = True
 
     @configurable
     def __init__(
@@ -77,16 +83,11 @@ class DeepLabV3CoarseHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
-        in_features = list(cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES)
-        if len(in_features) != 1 or in_features[0] not in input_shape:
-            raise ValueError(
-                f"MODEL.SEM_SEG_HEAD.IN_FEATURES={in_features}: DeepLabV3CoarseHead reads exactly "
-                f"one backbone map, one of {sorted(input_shape)} (the deepest, e.g. 'res5')"
-            )
-        in_shape = input_shape[in_features[0]]
+        in_feature = validate_deeplab_in_features(cfg, input_shape)
+        in_shape = input_shape[in_feature]
         deeplab_cfg = cfg.MODEL.DEEPLAB_V3
         return {
-            "in_feature": in_features[0],
+            "in_feature": in_feature,
             "in_channels": in_shape.channels,
             "common_stride": in_shape.stride,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
@@ -132,8 +133,5 @@ class DeepLabV3CoarseHead(nn.Module):
             ``{"loss_sem_seg": loss}``: cross-entropy (K > 1) or binary cross-entropy (K = 1) of
             the logits upsampled bilinearly to the labels' size, times ``loss_weight``.
         """
-        # Upsampled in float32, as detectron2's heads do (pytorch issue 48163).
-        logits = F.interpolate(
-            logits.float(), size=targets.shape[-2:], mode="bilinear", align_corners=False
-        )
-        return {"loss_sem_seg": sem_seg_loss(logits, targets, self.ignore_value) * self.loss_weight}
+        loss = upsampled_sem_seg_loss(logits, targets, self.ignore_value)
+        return {"loss_sem_seg": loss * self.loss_weight}

@@ -1,11 +1,12 @@
 """Training and evaluation loop: detectron2's DefaultTrainer with semantic-segmentation parts."""
 
-import logging
+import contextlib
 import os
-import weakref
 from collections.abc import Sequence
+from unittest import mock
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import (
     DatasetCatalog,
@@ -13,21 +14,15 @@ from detectron2.data import (
     build_detection_test_loader,
     build_detection_train_loader,
 )
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer
+from detectron2.engine import defaults as detectron2_defaults
 from detectron2.engine.defaults import create_ddp_model
-from detectron2.evaluation import (
-    CityscapesSemSegEvaluator,
-    DatasetEvaluator,
-    DatasetEvaluators,
-    SemSegEvaluator,
-)
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+from detectron2.evaluation import CityscapesSemSegEvaluator, DatasetEvaluator, DatasetEvaluators
 
 from .checkpoint import SafeCheckpointer
 from .config_checks import validate_dataset_classes
 from .data.mapper import SemanticDatasetMapper
-from .evaluation import BoundaryIoUEvaluator
+from .evaluation import BoundaryIoUEvaluator, SemSegIoUEvaluator
 
 
 def load_dataset_records(names: Sequence[str], config_key: str) -> list[dict]:
@@ -60,7 +55,7 @@ def build_sem_seg_evaluator(
     output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
     if evaluator_type == "sem_seg":
-        evaluator = SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder)
+        evaluator = SemSegIoUEvaluator(dataset_name, distributed=True, output_dir=output_folder)
     elif evaluator_type == "cityscapes_sem_seg":
         evaluator = CityscapesSemSegEvaluator(dataset_name)
     else:
@@ -79,6 +74,23 @@ def build_sem_seg_evaluator(
     return DatasetEvaluators([evaluator, boundary_iou])
 
 
+@contextlib.contextmanager
+def _ddp_without_device_ids_on_cpu(cfg: CfgNode):
+    """
+    While active, ``DefaultTrainer.__init__``'s DDP wrap passes GPU ids only for a GPU model:
+    detectron2 always passes the local rank, which DDP refuses for a CPU model (Gloo training).
+    """
+    if torch.device(cfg.MODEL.DEVICE).type == "cuda":
+        yield
+        return
+
+    def create_cpu_ddp_model(model, **kwargs):
+        return create_ddp_model(model, device_ids=None, **kwargs)
+
+    with mock.patch.object(detectron2_defaults, "create_ddp_model", create_cpu_ddp_model):
+        yield
+
+
 class Trainer(DefaultTrainer):
     """
     DefaultTrainer with semantic-segmentation data (records checked by
@@ -88,41 +100,44 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg: CfgNode):
         """
-        DefaultTrainer's construction, replaced rather than extended for two of its parts: the
-        model is wrapped in DDP with GPU ids only on GPUs (detectron2 passes the local rank,
-        which DDP refuses for a CPU model), and the checkpointer is a :class:`SafeCheckpointer`.
-        The datasets and their classes are checked first, so that a bad config fails here
-        rather than at the first evaluation.
+        DefaultTrainer's construction with two parts replaced: the DDP wrap of a CPU model
+        (:func:`_ddp_without_device_ids_on_cpu`) and the checkpointer (see :attr:`checkpointer`).
+        The datasets and their classes are checked first, so that a bad config fails here rather
+        than at the first evaluation.
         """
-        TrainerBase.__init__(self)
-        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
-            setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         validate_dataset_classes(cfg, [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])
         for name in cfg.DATASETS.TEST:
             load_dataset_records([name], "DATASETS.TEST")
+        # Read by the checkpointer setter, which DefaultTrainer.__init__ calls before self.cfg.
+        self._allow_unsafe_pickle = cfg.MODEL.ALLOW_UNSAFE_PICKLE
+        with _ddp_without_device_ids_on_cpu(cfg):
+            super().__init__(cfg)
 
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
-        on_gpu = torch.device(cfg.MODEL.DEVICE).type == "cuda"
-        model = create_ddp_model(
-            model, broadcast_buffers=False, device_ids=[comm.get_local_rank()] if on_gpu else None
+    @property
+    def checkpointer(self) -> SafeCheckpointer:
+        """The trainer's checkpointer, a :class:`SafeCheckpointer`."""
+        return self._checkpointer
+
+    @checkpointer.setter
+    def checkpointer(self, checkpointer: DetectionCheckpointer) -> None:
+        # DefaultTrainer.__init__ assigns a plain DetectionCheckpointer; the same model, folder and
+        # checkpointables are saved atomically and loaded weights-only instead.
+        self._checkpointer = SafeCheckpointer(
+            checkpointer.model,
+            checkpointer.save_dir,
+            allow_unsafe_pickle=self._allow_unsafe_pickle,
+            **checkpointer.checkpointables,
         )
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
-            model, data_loader, optimizer
-        )
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = SafeCheckpointer(
-            model,
-            cfg.OUTPUT_DIR,
-            allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE,
-            trainer=weakref.proxy(self),
-        )
-        self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
-        self.cfg = cfg
-        self.register_hooks(self.build_hooks())
+
+    def run_step(self) -> None:
+        try:
+            super().run_step()
+        except FloatingPointError as error:
+            # detectron2 finds non-finite losses when it logs them, once per step; say where to look.
+            raise FloatingPointError(
+                f"{error}\nNon-finite losses come from non-finite input images, or from training "
+                "that diverged: lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS"
+            ) from error
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):

@@ -8,18 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 
-import pointrend_d2
+from pointrend_d2.config import setup_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _small_cfg(base_config: str, num_classes: int, options: list, overrides: dict) -> CfgNode:
     """``base_config`` shrunk for fast CPU tests by ``options``, then ``overrides`` (KEY=VALUE)."""
-    cfg = get_cfg()
-    pointrend_d2.add_pointrend_config(cfg)
-    cfg.merge_from_file(str(REPO / "configs" / base_config))
+    cfg = setup_cfg(str(REPO / "configs" / base_config))
     cfg.merge_from_list(
         [
             "MODEL.DEVICE", "cpu",
@@ -39,6 +37,7 @@ def _small_cfg(base_config: str, num_classes: int, options: list, overrides: dic
 def small_fpn_cfg(num_classes: int = 5, **overrides) -> CfgNode:
     """A tiny ResNet-18 FPN PointRend config (random weights) for fast CPU tests."""
     options = [
+        "MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME", "SemanticFPNCoarseHead",
         "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
         "MODEL.FPN.OUT_CHANNELS", 32,
         "MODEL.SEM_SEG_HEAD.CONVS_DIM", 32,

@@ -9,8 +9,8 @@ from detectron2.utils.events import EventStorage
 
 import pointrend_d2
 from pointrend_d2 import DeepLabV3CoarseHead, PointRendSemanticHead, semantic_seg
+from pointrend_d2.config_checks import resolve_subdivision_steps, resolve_train_num_points
 from pointrend_d2.dilated_resnet import stage_strides_and_dilations
-from pointrend_d2.semantic_seg import resolve_subdivision_steps, resolve_train_num_points
 from tests.helpers import REPO, small_deeplab_cfg, small_fpn_cfg
 
 

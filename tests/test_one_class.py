@@ -9,7 +9,8 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from torch.nn import functional as F
 
-from pointrend_d2.semantic_seg import expand_foreground_logit, sem_seg_loss
+from pointrend_d2.coarse_head import expand_foreground_logit
+from pointrend_d2.losses import sem_seg_loss
 from tests.helpers import reference_cfg, small_deeplab_cfg, small_fpn_cfg
 
 MODELS = {
@@ -71,7 +72,7 @@ def test_one_class_losses_are_binary_cross_entropy():
     targets = batch_item["sem_seg"].unsqueeze(0)
     head = model.sem_seg_head
     coarse_logits = head.coarse_sem_seg_head.layers(features)
-    losses = head.coarse_losses(coarse_logits, targets)
+    losses = head.coarse_sem_seg_head.losses(coarse_logits, targets)
     upsampled = F.interpolate(coarse_logits, scale_factor=4, mode="bilinear", align_corners=False)
     valid = targets != 255
     expected = F.binary_cross_entropy_with_logits(upsampled[:, 0][valid], targets[valid].float())

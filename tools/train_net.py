@@ -15,12 +15,11 @@ pickle files (.pkl, e.g. detectron2's ImageNet initialisations) from a source yo
 import argparse
 
 import detectron2.utils.comm as comm
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 
-from pointrend_d2 import add_pointrend_config
 from pointrend_d2.checkpoint import SafeCheckpointer
+from pointrend_d2.config import setup_cfg
 from pointrend_d2.data import register_datasets_from_config
 from pointrend_d2.engine import Trainer
 
@@ -39,10 +38,7 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def setup(args):
     """Create the config from defaults, the config file and the command line, then set up."""
-    cfg = get_cfg()
-    add_pointrend_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = setup_cfg(args.config_file, args.opts)
     if args.allow_unsafe_pickle:
         cfg.MODEL.ALLOW_UNSAFE_PICKLE = True
     cfg.freeze()

@@ -277,24 +277,15 @@ def register_datasets_from_config(cfg: CfgNode) -> list[str]:
     Registers the datasets of every spec file in ``cfg.DATASETS.FOLDER_SPECS`` (paths relative
     to the working directory). Call it before building the model's data loaders and evaluators.
 
+    Their classes are checked against MODEL.SEM_SEG_HEAD.NUM_CLASSES where the datasets are used,
+    by :func:`pointrend_d2.config_checks.validate_dataset_classes` (the Trainer calls it).
+
     Returns:
         The registered dataset names.
-
-    Raises:
-        ValueError: a registered dataset used in DATASETS.TRAIN or DATASETS.TEST has a number of
-            classes other than MODEL.SEM_SEG_HEAD.NUM_CLASSES.
     """
     names = []
     for path in cfg.DATASETS.FOLDER_SPECS:
         names.extend(register_folder_datasets_from_spec(path))
-    used = set(cfg.DATASETS.TRAIN) | set(cfg.DATASETS.TEST)
-    for name in names:
-        num_classes = len(MetadataCatalog.get(name).stuff_classes)
-        if name in used and num_classes != cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES:
-            raise ValueError(
-                f"Dataset {name!r} has {num_classes} classes but MODEL.SEM_SEG_HEAD.NUM_CLASSES "
-                f"is {cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}"
-            )
     if names:
         logger.info("Registered folder datasets: %s", ", ".join(names))
     return names

@@ -34,12 +34,18 @@ import cv2
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator
+from detectron2.evaluation import DatasetEvaluator, SemSegEvaluator
 from detectron2.evaluation.sem_seg_evaluation import load_image_into_numpy_array
 from detectron2.utils.comm import all_gather, is_main_process, synchronize
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["BoundaryIoUEvaluator", "boundary_band", "boundary_distance", "boundary_iou_counts"]
+__all__ = [
+    "BoundaryIoUEvaluator",
+    "SemSegIoUEvaluator",
+    "boundary_band",
+    "boundary_distance",
+    "boundary_iou_counts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -275,3 +281,16 @@ def _mean(values: np.ndarray) -> float:
     """Mean over the non-NaN entries, NaN if there are none."""
     finite = values[~np.isnan(values)]
     return float(finite.mean()) if finite.size else float("nan")
+
+
+class SemSegIoUEvaluator(SemSegEvaluator):
+    """
+    detectron2's ``SemSegEvaluator`` (mIoU, fwIoU, mACC, pACC and per-class IoU and accuracy)
+    without its ``BoundaryIoU-<class>`` and ``min(IoU, B-Iou)-<class>`` keys. Those erode the
+    multi-class label map as one grey-level image, which mixes classes: they are not Boundary IoU
+    (see :class:`BoundaryIoUEvaluator` for the per-class metric) and are not computed at all.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._compute_boundary_iou = False
