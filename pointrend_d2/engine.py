@@ -133,7 +133,7 @@ class Trainer(DefaultTrainer):
         try:
             super().run_step()
         except FloatingPointError as error:
-            # detectron2 finds non-finite losses when it logs them, once per step; say where to look.
+            # detectron2 finds non-finite losses as it logs them, once per step; say where to look.
             raise FloatingPointError(
                 f"{error}\nNon-finite losses come from non-finite input images, or from training "
                 "that diverged: lower SOLVER.BASE_LR or enable SOLVER.CLIP_GRADIENTS"
