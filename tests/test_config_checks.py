@@ -5,8 +5,17 @@ test_deeplab.py.)
 """
 
 import pytest
-from detectron2.modeling import build_model
+import torch
+import yaml
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import SEM_SEG_HEADS_REGISTRY, build_model
+from detectron2.utils.events import EventStorage
+from PIL import Image
+from torch import nn
 
+from pointrend_d2.coarse_head import CoarseSemSegHead, SemanticFPNCoarseHead
+from pointrend_d2.config_checks import resolve_subdivision_selection, validate_dataset_classes
+from pointrend_d2.data import register_datasets_from_config
 from tests.helpers import small_fpn_cfg
 
 
@@ -36,6 +45,8 @@ from tests.helpers import small_fpn_cfg
          r"'PointRendSemanticHead' is not a coarse head"),
         ("MODEL.POINT_HEAD.NAME", "MLP", r"POINT_HEAD.NAME='MLP' is not registered in "
          r"POINT_HEAD_REGISTRY; registered: \['MLPPointHead'\]"),
+        ("MODEL.POINT_HEAD.SUBDIVISION_SELECTION", "dense",
+         r"SUBDIVISION_SELECTION='dense': must be one of \('auto', 'bounded', 'topk'\)"),
     ],
 )  # fmt: skip
 def test_bad_value_is_named_at_build_time(key, value, message):
@@ -52,3 +63,104 @@ def test_bad_value_is_named_at_build_time(key, value, message):
 ])  # fmt: skip
 def test_boundary_values_are_accepted(key, value):
     build_model(small_fpn_cfg(**{key: value}))
+
+
+@pytest.mark.parametrize(
+    "selection,device,resolved",
+    [("auto", "cpu", "bounded"), ("auto", "cuda", "topk"), ("topk", "cpu", "topk"),
+     ("bounded", "cuda", "bounded")],
+)  # fmt: skip
+def test_subdivision_selection_auto_is_bounded_on_cpu_and_topk_elsewhere(
+    selection, device, resolved
+):
+    assert resolve_subdivision_selection(selection, device) == resolved
+
+
+def test_one_class_needs_a_coarse_head_that_trains_a_single_logit():
+    """detectron2's SemSegFPNHead would train one logit with a 1-class cross-entropy (always 0)."""
+    cfg = small_fpn_cfg(
+        num_classes=1, **{"MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME": "SemSegFPNHead"}
+    )
+    with pytest.raises(ValueError, match=r"NUM_CLASSES=1 .*'SemSegFPNHead' does not: use "):
+        build_model(cfg)
+    model = build_model(small_fpn_cfg(num_classes=1))
+    assert type(model.sem_seg_head.coarse_sem_seg_head) is SemanticFPNCoarseHead
+
+
+class ConstantLossCoarseHead(SemanticFPNCoarseHead):
+    """A coarse head with a loss of its own (a stand-in for, e.g., hard-pixel mining)."""
+
+    def losses(self, predictions, targets):
+        return {"loss_sem_seg": predictions.sum() * 0 + 42.0, "loss_extra": predictions.sum() * 0}
+
+
+@pytest.fixture
+def constant_loss_coarse_head():
+    SEM_SEG_HEADS_REGISTRY.register(ConstantLossCoarseHead)
+    yield "ConstantLossCoarseHead"
+    SEM_SEG_HEADS_REGISTRY._obj_map.pop("ConstantLossCoarseHead")
+
+
+def test_the_coarse_heads_own_loss_is_used(constant_loss_coarse_head):
+    cfg = small_fpn_cfg(**{"MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME": constant_loss_coarse_head})
+    model = build_model(cfg).train()
+    image = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
+    sem_seg = torch.randint(0, 5, (64, 64))
+    with EventStorage():
+        losses = model([{"image": image, "sem_seg": sem_seg}])
+    assert losses.keys() == {"loss_sem_seg", "loss_extra", "loss_sem_seg_point"}
+    assert losses["loss_sem_seg"].item() == 42.0
+
+
+class NoLossHead(nn.Module):
+    common_stride = 4
+
+    def __init__(self, cfg, input_shape):
+        super().__init__()
+
+    def layers(self, features):
+        return features["p2"][:, :5]
+
+    losses = None
+
+
+def test_coarse_head_without_the_contract_is_named(monkeypatch):
+    monkeypatch.setitem(SEM_SEG_HEADS_REGISTRY._obj_map, "NoLossHead", NoLossHead)
+    assert not isinstance(NoLossHead(None, None), CoarseSemSegHead)
+    cfg = small_fpn_cfg(**{"MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME": "NoLossHead"})
+    with pytest.raises(ValueError, match="'NoLossHead' is not a coarse head registered"):
+        build_model(cfg)
+
+
+def test_one_class_model_on_a_two_class_folder_spec(tmp_path):
+    """One check of NUM_CLASSES against a folder dataset, which allows 1 for 2 classes."""
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.png")
+    Image.new("L", (8, 8)).save(tmp_path / "labels" / "a.png")
+    spec = tmp_path / "spec.yaml"
+    name = "config_checks_two_class_spec"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "classes": ["bg", "fg"],
+                "datasets": {name: {"image_dir": "images", "label_dir": "labels"}},
+            }
+        )
+    )
+    try:
+        for num_classes in (1, 2):
+            cfg = small_fpn_cfg(num_classes=num_classes, **{"DATASETS.FOLDER_SPECS": [str(spec)]})
+            cfg.DATASETS.TRAIN = (name,)
+            assert register_datasets_from_config(cfg) == [name]
+            validate_dataset_classes(cfg, [name])
+        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 3
+        with pytest.raises(
+            ValueError,
+            match=r"NUM_CLASSES=3 but dataset .* set NUM_CLASSES to 2 "
+            r"\(or 1 for a sigmoid foreground logit\)",
+        ):
+            validate_dataset_classes(cfg, [name])
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
