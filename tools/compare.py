@@ -21,15 +21,15 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 import tqdm
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import DefaultPredictor
 from detectron2.evaluation.sem_seg_evaluation import load_image_into_numpy_array
 from detectron2.utils.logger import setup_logger
 
-from pointrend_d2 import add_pointrend_config
+from pointrend_d2.config import setup_cfg
 from pointrend_d2.data import register_datasets_from_config
 from pointrend_d2.evaluation import boundary_band
+from pointrend_d2.predictor import Predictor
 from pointrend_d2.visualization import colorize_labels
 
 # Boundary pixels for choosing crops and for the captions: within this distance of a label change.
@@ -59,14 +59,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_predictor(config_file: str, weights: str) -> tuple[CfgNode, DefaultPredictor]:
-    cfg = get_cfg()
-    add_pointrend_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.MODEL.WEIGHTS = weights
+def load_predictor(config_file: str, weights: str) -> tuple[CfgNode, Predictor]:
+    cfg = setup_cfg(config_file, ["MODEL.WEIGHTS", weights])
     cfg.freeze()
     register_datasets_from_config(cfg)
-    return cfg, DefaultPredictor(cfg)
+    return cfg, Predictor(cfg)
 
 
 def best_crops(
@@ -160,7 +157,7 @@ def main(argv=None) -> None:
         bgr = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
         gt = load_image_into_numpy_array(record["sem_seg_file_name"], dtype=int)
         predictions = [
-            predictor(bgr)["sem_seg"].argmax(dim=0).cpu().numpy()
+            predictor(record["file_name"])["sem_seg"].argmax(dim=0).cpu().numpy()
             for predictor in (baseline, pointrend)
         ]
         gt_boundary = boundary_band(gt, BOUNDARY_DISTANCE) & (gt != metadata.ignore_label)
