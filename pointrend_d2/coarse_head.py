@@ -14,7 +14,12 @@ from torch.nn import functional as F
 
 from .losses import upsampled_sem_seg_loss
 
-__all__ = ["CoarseSemSegHead", "SemanticFPNCoarseHead", "expand_foreground_logit"]
+__all__ = [
+    "CoarseHeadForward",
+    "CoarseSemSegHead",
+    "SemanticFPNCoarseHead",
+    "expand_foreground_logit",
+]
 
 
 @runtime_checkable
@@ -51,19 +56,26 @@ def expand_foreground_logit(logits: Tensor) -> Tensor:
     return torch.cat([torch.zeros_like(logits), logits], dim=1)
 
 
-@SEM_SEG_HEADS_REGISTRY.register()
-class SemanticFPNCoarseHead(SemSegFPNHead):
+class CoarseHeadForward:
     """
-    detectron2's ``SemSegFPNHead`` (same parameters, so its checkpoints load unchanged) with the
-    losses of :mod:`pointrend_d2.losses`: 0 rather than NaN on a crop whose labels are all ignored,
-    and a single sigmoid foreground logit for K = 1 (inference then returns ``[0, logit]``).
+    ``forward`` of a coarse head used on its own (as MODEL.SEM_SEG_HEAD.NAME, the baseline): its
+    losses in training; at inference its logits upsampled bilinearly by ``common_stride`` to the
+    input resolution, a single foreground logit as ``[0, logit]``. Mixed into classes that
+    satisfy :class:`CoarseSemSegHead`, before their ``nn.Module`` base.
     """
-
-    single_foreground_logit: ClassVar[bool] = True
 
     def forward(
         self, features: dict[str, Tensor], targets: Tensor | None = None
     ) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """
+        Args:
+            features: backbone maps by name.
+            targets: (N, H, W) int64 labels at the padded input resolution (training only).
+
+        Returns:
+            In training, ``(None, losses)``. In inference, ``((N, K', H, W) logits, {})``,
+            K' = max(K, 2).
+        """
         logits = self.layers(features)
         if self.training:
             return None, self.losses(logits, targets)
@@ -71,6 +83,17 @@ class SemanticFPNCoarseHead(SemSegFPNHead):
             logits, scale_factor=self.common_stride, mode="bilinear", align_corners=False
         )
         return expand_foreground_logit(logits), {}
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class SemanticFPNCoarseHead(CoarseHeadForward, SemSegFPNHead):
+    """
+    detectron2's ``SemSegFPNHead`` (same parameters, so its checkpoints load unchanged) with the
+    losses of :mod:`pointrend_d2.losses`: 0 rather than NaN on a crop whose labels are all ignored,
+    and a single sigmoid foreground logit for K = 1 (inference then returns ``[0, logit]``).
+    """
+
+    single_foreground_logit: ClassVar[bool] = True
 
     def losses(self, predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
         loss = upsampled_sem_seg_loss(predictions, targets, self.ignore_value)

@@ -12,13 +12,13 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .coarse_head import expand_foreground_logit
+from .coarse_head import CoarseHeadForward
 from .config_checks import validate_deeplab_in_features
 from .losses import upsampled_sem_seg_loss
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
-class DeepLabV3CoarseHead(nn.Module):
+class DeepLabV3CoarseHead(CoarseHeadForward, nn.Module):
     """
     ASPP (a 1x1 conv, three atrous 3x3 convs and image pooling, concatenated and projected, then
     optional dropout) on one backbone map, then a 1x1 classifier: logits at the map's stride.
@@ -29,7 +29,7 @@ class DeepLabV3CoarseHead(nn.Module):
 
     With one class (K = 1) the logit is a sigmoid foreground logit trained with binary
     cross-entropy (labels 0 background, 1 foreground); inference then returns two-class logits
-    ``[0, logit]`` (see :func:`expand_foreground_logit`).
+    ``[0, logit]`` (see :func:`pointrend_d2.coarse_head.expand_foreground_logit`).
     """
 
     # See pointrend_d2.coarse_head.CoarseSemSegHead.
@@ -98,26 +98,6 @@ class DeepLabV3CoarseHead(nn.Module):
             "loss_weight": cfg.MODEL.SEM_SEG_HEAD.LOSS_WEIGHT,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
         }
-
-    def forward(
-        self, features: dict[str, Tensor], targets: Tensor | None = None
-    ) -> tuple[Tensor | None, dict[str, Tensor]]:
-        """
-        Args:
-            features: backbone maps by name; the head reads ``features[in_feature]``.
-            targets: (N, H, W) int64 labels at the padded input resolution (training only).
-
-        Returns:
-            In training, ``(None, {"loss_sem_seg": loss})``. In inference, ``((N, K', H, W)
-            logits, {})`` upsampled by ``common_stride``, K' = max(K, 2).
-        """
-        logits = self.layers(features)
-        if self.training:
-            return None, self.losses(logits, targets)
-        logits = F.interpolate(
-            logits, scale_factor=self.common_stride, mode="bilinear", align_corners=False
-        )
-        return expand_foreground_logit(logits), {}
 
     def layers(self, features: dict[str, Tensor]) -> Tensor:
         """(N, C, H / s, W / s) map ``features[in_feature]`` -> (N, K, H / s, W / s) logits."""
