@@ -25,6 +25,7 @@ import functools
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 
 import yaml
@@ -231,9 +232,33 @@ def _read_spec(path: str) -> dict:
     return spec
 
 
+def _spec_folder(spec_path: str, base_dir: str, name: str, key: str, value: str) -> str:
+    """
+    Folder ``value`` of dataset ``name`` in a spec: environment variables (``$VAR``, ``${VAR}``)
+    and ``~`` expanded, so that a spec kept with the code can point at the data (e.g.
+    ``$DETECTRON2_DATASETS/ADEChallengeData2016``); then, if still relative, relative to the spec.
+
+    Raises:
+        FileNotFoundError: the folder does not exist and ``value`` names an unset variable.
+    """
+    folder = os.path.join(base_dir, os.path.expanduser(os.path.expandvars(value)))
+    # expandvars leaves an unset variable in place, which would surface as a puzzling missing
+    # folder named "$VAR/..." under the spec's folder: name the variable instead.
+    referenced = (braced or bare for braced, bare in re.findall(r"\$(?:\{(\w+)\}|(\w+))", value))
+    unset = [variable for variable in referenced if variable not in os.environ]
+    if unset and not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Dataset spec {spec_path}: {key} {value!r} of dataset {name!r} uses the environment "
+            f"variable {', '.join(unset)}, which is not set: set it to the folder that holds the "
+            "data"
+        )
+    return folder
+
+
 def register_folder_datasets_from_spec(path: str) -> list[str]:
     """
-    Registers the datasets of one spec file (format in the module docstring).
+    Registers the datasets of one spec file (format in the module docstring). In ``image_dir``
+    and ``label_dir``, environment variables and ``~`` are expanded first.
 
     Returns:
         The registered dataset names.
@@ -263,8 +288,8 @@ def register_folder_datasets_from_spec(path: str) -> list[str]:
         names.append(
             register_folder_dataset(
                 name,
-                os.path.join(base_dir, folders["image_dir"]),
-                os.path.join(base_dir, folders["label_dir"]),
+                _spec_folder(path, base_dir, name, "image_dir", folders["image_dir"]),
+                _spec_folder(path, base_dir, name, "label_dir", folders["label_dir"]),
                 classes,
                 **options,
             )
