@@ -6,12 +6,10 @@ disagrees with the dataset. Each gets a clear error naming the file or key, or a
 
 import logging
 import re
-import uuid
 
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.modeling import build_model
@@ -271,15 +269,17 @@ def test_non_finite_pixels_are_a_clear_error_at_forward_time(model, bad_value):
         model([{"image": image}])
 
 
-def register_dataset(records: list, classes: list) -> str:
-    name = f"bad_input_{uuid.uuid4().hex[:8]}"
-    DatasetCatalog.register(name, lambda: records)
-    MetadataCatalog.get(name).set(stuff_classes=classes, ignore_label=255, evaluator_type="sem_seg")
-    return name
+@pytest.fixture
+def register_records(register_dataset):
+    """``register_records(records, classes)``: the name of a new sem_seg dataset, removed after
+    the test."""
+    return lambda records, classes: register_dataset(
+        records, "bad_input", stuff_classes=classes, ignore_label=255, evaluator_type="sem_seg"
+    )
 
 
-def test_empty_dataset_and_empty_dataset_list_are_named():
-    name = register_dataset([], ["a", "b", "c", "d", "e"])
+def test_empty_dataset_and_empty_dataset_list_are_named(register_records):
+    name = register_records([], ["a", "b", "c", "d", "e"])
     with pytest.raises(ValueError, match=f"Dataset '{name}' in DATASETS.TRAIN has no images"):
         load_dataset_records([name], "DATASETS.TRAIN")
     with pytest.raises(ValueError, match=r"DATASETS.TRAIN is empty"):
@@ -289,9 +289,9 @@ def test_empty_dataset_and_empty_dataset_list_are_named():
         Trainer.build_train_loader(cfg)
 
 
-def test_empty_test_dataset_fails_at_trainer_construction(tmp_path, monkeypatch):
-    train = register_dataset([write_sample(tmp_path)], ["a", "b", "c", "d", "e"])
-    test = register_dataset([], ["a", "b", "c", "d", "e"])
+def test_empty_test_dataset_fails_at_trainer_construction(tmp_path, monkeypatch, register_records):
+    train = register_records([write_sample(tmp_path)], ["a", "b", "c", "d", "e"])
+    test = register_records([], ["a", "b", "c", "d", "e"])
     cfg = small_fpn_cfg(**{"DATASETS.TRAIN": (train,), "DATASETS.TEST": (test,)})
     # Before the model is built, not at the first evaluation.
     monkeypatch.setattr(Trainer, "build_model", classmethod(lambda cls, cfg: pytest.fail()))
@@ -316,12 +316,12 @@ def test_num_classes_that_disagrees_with_the_dataset_fails_before_training(monke
         build_sem_seg_evaluator(cfg, "textured_shapes_sem_seg_val")
 
 
-def test_one_foreground_logit_is_allowed_on_a_two_class_dataset():
-    two_classes = register_dataset([], ["background", "object"])
+def test_one_foreground_logit_is_allowed_on_a_two_class_dataset(register_records):
+    two_classes = register_records([], ["background", "object"])
     validate_dataset_classes(small_fpn_cfg(num_classes=1), [two_classes])
     validate_dataset_classes(small_fpn_cfg(num_classes=2), [two_classes])
     with pytest.raises(ValueError, match=r"set NUM_CLASSES to 2 \(or 1 for a sigmoid foreground"):
         validate_dataset_classes(small_fpn_cfg(num_classes=3), [two_classes])
-    five_classes = register_dataset([], list("abcde"))
+    five_classes = register_records([], list("abcde"))
     with pytest.raises(ValueError, match="NUM_CLASSES=1 but dataset .* has 5 classes"):
         validate_dataset_classes(small_fpn_cfg(num_classes=1), [five_classes])

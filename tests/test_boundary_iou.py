@@ -1,13 +1,13 @@
 """Boundary IoU: hand-worked cases, a brute-force reference, and detectron2's look-alike."""
 
 import math
-import uuid
+import tempfile
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 from PIL import Image
 
@@ -24,26 +24,34 @@ from tests.helpers import small_fpn_cfg
 IGNORE = 255
 
 
-def register_label_maps(tmp_path, gt_maps, class_names):
-    """Registers a dataset with ground truths ``gt_maps`` (written as PNGs); returns its name."""
-    name = f"boundary_iou_test_{uuid.uuid4().hex[:8]}"
-    records = []
-    for index, gt in enumerate(gt_maps):
-        gt_path = tmp_path / f"{name}_{index}.png"
-        Image.fromarray(gt.astype(np.uint8)).save(gt_path)
-        records.append(
-            {
-                "file_name": f"image_{index}.png",  # never read by the evaluators
-                "sem_seg_file_name": str(gt_path),
-                "height": gt.shape[0],
-                "width": gt.shape[1],
-            }
+@pytest.fixture
+def register_label_maps(tmp_path, register_dataset):
+    """``register_label_maps(gt_maps, class_names)`` registers, for this test, a dataset with
+    ground truths ``gt_maps`` (written as PNGs); returns its name."""
+
+    def register(gt_maps, class_names):
+        gt_dir = Path(tempfile.mkdtemp(prefix="gt_", dir=tmp_path))
+        records = []
+        for index, gt in enumerate(gt_maps):
+            gt_path = gt_dir / f"gt_{index}.png"
+            Image.fromarray(gt.astype(np.uint8)).save(gt_path)
+            records.append(
+                {
+                    "file_name": f"image_{index}.png",  # never read by the evaluators
+                    "sem_seg_file_name": str(gt_path),
+                    "height": gt.shape[0],
+                    "width": gt.shape[1],
+                }
+            )
+        return register_dataset(
+            records,
+            "boundary_iou_test",
+            stuff_classes=list(class_names),
+            ignore_label=IGNORE,
+            evaluator_type="sem_seg",
         )
-    DatasetCatalog.register(name, lambda: records)
-    MetadataCatalog.get(name).set(
-        stuff_classes=list(class_names), ignore_label=IGNORE, evaluator_type="sem_seg"
-    )
-    return name
+
+    return register
 
 
 def evaluate(evaluator, pred_maps, num_classes):
@@ -57,10 +65,17 @@ def evaluate(evaluator, pred_maps, num_classes):
     return evaluator.evaluate()
 
 
-def boundary_iou_results(tmp_path, gt_maps, pred_maps, class_names, dilation_ratio=0.02):
-    name = register_label_maps(tmp_path, gt_maps, class_names)
-    evaluator = BoundaryIoUEvaluator(name, dilation_ratio=dilation_ratio)
-    return evaluate(evaluator, pred_maps, len(class_names))["boundary_iou"]
+@pytest.fixture
+def boundary_iou_results(register_label_maps):
+    """``boundary_iou_results(gt_maps, pred_maps, class_names, dilation_ratio=0.02)``: what
+    BoundaryIoUEvaluator reports for the predictions ``pred_maps`` of ``gt_maps``."""
+
+    def results(gt_maps, pred_maps, class_names, dilation_ratio=0.02):
+        name = register_label_maps(gt_maps, class_names)
+        evaluator = BoundaryIoUEvaluator(name, dilation_ratio=dilation_ratio)
+        return evaluate(evaluator, pred_maps, len(class_names))["boundary_iou"]
+
+    return results
 
 
 def brute_force_band(mask: np.ndarray, distance: int) -> np.ndarray:
@@ -151,10 +166,10 @@ def test_square_band_sizes():
     assert (boundary_band(labels, 2) & (labels == 1)).sum() == 36 - 4
 
 
-def test_square_shifted_by_one_pixel(tmp_path):
+def test_square_shifted_by_one_pixel(boundary_iou_results):
     # 12x12 image, so d = 1. GT: 6x6 square at rows 3-8, cols 3-8; prediction: cols 4-9.
     gt, pred = square_label_map(3, 3), square_label_map(3, 4)
-    results = boundary_iou_results(tmp_path, [gt], [pred], ["background", "square"])
+    results = boundary_iou_results([gt], [pred], ["background", "square"])
     # Square: both rings have 20 pixels and share rows 3 and 8, cols 4-8: 10 -> 10 / 30.
     assert results["BIoU-square"] == pytest.approx(100 * 10 / 30)
     assert results["IoU-square"] == pytest.approx(100 * 30 / 42)
@@ -173,11 +188,11 @@ def two_halves(boundary_column, shape=(10, 20)):
     return labels
 
 
-def test_two_touching_classes_and_detectron2_lookalike(tmp_path):
+def test_two_touching_classes_and_detectron2_lookalike(register_label_maps):
     # 10x20 image, d = 1. GT boundary between cols 9 and 10; predicted between 11 and 12.
     gt, pred = two_halves(10), two_halves(12)
     class_names = ["absent", "left", "unused", "right"]
-    name = register_label_maps(tmp_path, [gt], class_names)
+    name = register_label_maps([gt], class_names)
     results = evaluate(
         DatasetEvaluators([SemSegEvaluator(name), BoundaryIoUEvaluator(name)]), [pred], 4
     )
@@ -199,7 +214,7 @@ def test_two_touching_classes_and_detectron2_lookalike(tmp_path):
     assert detectron2s["BoundaryIoU-right"] == pytest.approx(100 * 6 / 7)
 
 
-def test_line_thinner_than_band_width(tmp_path):
+def test_line_thinner_than_band_width(boundary_iou_results):
     # 20x20 image with dilation ratio 0.07: d = round(1.98) = 2. A horizontal line 2 pixels
     # thick (GT) and 3 thick (prediction) lies entirely in its band, so BIoU = IoU = 40 / 60.
     gt = np.zeros((20, 20), dtype=np.uint8)
@@ -207,15 +222,15 @@ def test_line_thinner_than_band_width(tmp_path):
     pred = np.zeros_like(gt)
     pred[9:12] = 1
     assert boundary_distance(20, 20, 0.07) == 2
-    results = boundary_iou_results(tmp_path, [gt], [pred], ["background", "line"], 0.07)
+    results = boundary_iou_results([gt], [pred], ["background", "line"], 0.07)
     assert results["BIoU-line"] == pytest.approx(100 * 2 / 3)
     assert results["IoU-line"] == pytest.approx(100 * 2 / 3)
 
 
-def test_empty_and_only_predicted_classes(tmp_path):
+def test_empty_and_only_predicted_classes(boundary_iou_results):
     gt, pred = square_label_map(3, 3), square_label_map(3, 3)
     pred[0, :4] = 3  # class 3 only predicted, class 2 nowhere
-    results = boundary_iou_results(tmp_path, [gt], [pred], ["background", "square", "c2", "c3"])
+    results = boundary_iou_results([gt], [pred], ["background", "square", "c2", "c3"])
     for key in ("BIoU-c2", "BIoU-c3", "IoU-c2", "IoU-c3", "min(IoU,BIoU)-c3"):
         assert math.isnan(results[key]), key
     assert results["BIoU-square"] == 100
@@ -226,12 +241,12 @@ def test_empty_and_only_predicted_classes(tmp_path):
     assert results["mBIoU"] == pytest.approx((100 + 100 * 68 / 76) / 2)
 
 
-def test_ignore_region(tmp_path):
+def test_ignore_region(boundary_iou_results):
     # 10x20, d = 1. GT: class 1 on cols 0-9, ignore on cols 10-19; prediction: class 1 everywhere.
     gt = np.full((10, 20), IGNORE, dtype=np.uint8)
     gt[:, :10] = 1
     pred = np.ones_like(gt)
-    results = boundary_iou_results(tmp_path, [gt], [pred], ["background", "thing"])
+    results = boundary_iou_results([gt], [pred], ["background", "thing"])
     # Ignore pixels are in no band, but the GT contour against the ignore region (col 9) is a
     # contour of G_1: GT band = 20 + 16 = 36, predicted band (border ring, valid part) = 28.
     assert results["BIoU-thing"] == pytest.approx(100 * 28 / 36)
@@ -239,11 +254,11 @@ def test_ignore_region(tmp_path):
     assert math.isnan(results["BIoU-background"])
 
 
-def test_agrees_with_sem_seg_evaluator_miou_and_accumulates_over_images(tmp_path):
+def test_agrees_with_sem_seg_evaluator_miou_and_accumulates_over_images(register_label_maps):
     rng = np.random.default_rng(0)
     gts = [random_label_map(rng, 30, 40, 4, ignore_fraction=0.05) for _ in range(3)]
     preds = [random_label_map(rng, 30, 40, 4) for _ in range(3)]
-    name = register_label_maps(tmp_path, gts, ["a", "b", "c", "d"])
+    name = register_label_maps(gts, ["a", "b", "c", "d"])
     results = evaluate(
         DatasetEvaluators([SemSegEvaluator(name), BoundaryIoUEvaluator(name)]), preds, 4
     )
@@ -258,14 +273,14 @@ def test_agrees_with_sem_seg_evaluator_miou_and_accumulates_over_images(tmp_path
     np.testing.assert_allclose([ours[f"BIoU-{c}"] for c in "abcd"], 100 * intersection / union)
 
 
-def test_rejects_labels_outside_classes(tmp_path):
+def test_rejects_labels_outside_classes(boundary_iou_results):
     gt = np.full((8, 8), 7, dtype=np.uint8)
     with pytest.raises(ValueError, match=r"_0\.png.*\[7\]"):
-        boundary_iou_results(tmp_path, [gt], [np.zeros_like(gt)], ["a", "b"])
+        boundary_iou_results([gt], [np.zeros_like(gt)], ["a", "b"])
 
 
-def test_engine_adds_boundary_iou_evaluator_when_enabled(tmp_path):
-    name = register_label_maps(tmp_path, [square_label_map(3, 3)], ["background", "square"])
+def test_engine_adds_boundary_iou_evaluator_when_enabled(tmp_path, register_label_maps):
+    name = register_label_maps([square_label_map(3, 3)], ["background", "square"])
     cfg = small_fpn_cfg(num_classes=2, OUTPUT_DIR=str(tmp_path))
     assert cfg.TEST.BOUNDARY_IOU.ENABLED and cfg.TEST.BOUNDARY_IOU.DILATION_RATIO == 0.02
     cfg.TEST.BOUNDARY_IOU.DILATION_RATIO = 0.1

@@ -5,12 +5,11 @@ the fly, against detectron2's SemSegEvaluator on the same predictions.
 """
 
 import json
-import uuid
 
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.data.datasets.cityscapes import load_cityscapes_semantic
 from detectron2.evaluation import SemSegEvaluator
 from detectron2.modeling import build_model
@@ -61,22 +60,6 @@ def make_cityscapes_val(root):
         (gt_dir / f"{stem}_gtFine_polygons.json").write_text(json.dumps(polygons))
 
 
-def register_cityscapes_val(root) -> str:
-    """Registered like detectron2's builtin cityscapes_fine_sem_seg_val."""
-    name = f"tiny_cityscapes_sem_seg_val_{uuid.uuid4().hex[:8]}"
-    image_dir, gt_dir = str(root / "leftImg8bit" / "val"), str(root / "gtFine" / "val")
-    DatasetCatalog.register(name, lambda: load_cityscapes_semantic(image_dir, gt_dir))
-    MetadataCatalog.get(name).set(
-        image_dir=image_dir,
-        gt_dir=gt_dir,
-        evaluator_type="cityscapes_sem_seg",
-        ignore_label=255,
-        stuff_classes=[label.name for label in EVAL_LABELS],
-        stuff_colors=[list(label.color) for label in EVAL_LABELS],
-    )
-    return name
-
-
 def evaluate(evaluator, batches):
     evaluator.reset()
     for inputs, outputs in batches:
@@ -85,10 +68,28 @@ def evaluate(evaluator, batches):
 
 
 @pytest.fixture(scope="module")
-def cityscapes_val(tmp_path_factory):
+def cityscapes_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("cityscapes")
     make_cityscapes_val(root)
-    return register_cityscapes_val(root)
+    return root
+
+
+@pytest.fixture
+def cityscapes_val(cityscapes_root, register_dataset) -> str:
+    """The tiny dataset, registered for one test like detectron2's builtin
+    cityscapes_fine_sem_seg_val."""
+    image_dir = str(cityscapes_root / "leftImg8bit" / "val")
+    gt_dir = str(cityscapes_root / "gtFine" / "val")
+    return register_dataset(
+        lambda: load_cityscapes_semantic(image_dir, gt_dir),
+        "tiny_cityscapes_sem_seg_val",
+        image_dir=image_dir,
+        gt_dir=gt_dir,
+        evaluator_type="cityscapes_sem_seg",
+        ignore_label=255,
+        stuff_classes=[label.name for label in EVAL_LABELS],
+        stuff_colors=[list(label.color) for label in EVAL_LABELS],
+    )
 
 
 def model_predictions(cfg, dataset_name):

@@ -15,7 +15,7 @@ from pointrend_d2.data import (
     register_folder_dataset,
 )
 from pointrend_d2.engine import Trainer
-from tests.helpers import small_fpn_cfg
+from tests.helpers import REPO, small_fpn_cfg
 
 
 def unique(prefix: str) -> str:
@@ -36,6 +36,33 @@ def write_pair(image_dir, label_dir, stem, size=(48, 64), image_ext=".jpg", labe
     label[label_height // 2 :, 2 * label_width // 3 :] = 2
     label[:3, :3] = 255
     Image.fromarray(label).save(label_dir / f"{stem}.png")
+
+
+def test_datasets_registered_by_a_test_are_removed_after_it(pytester):
+    """The fixtures of tests/conftest.py, in a pytest run of their own: what a test registers,
+    by any means, is gone after it; what was registered before stays."""
+    prefix = unique("cleanup")
+    pytester.makeconftest((REPO / "tests" / "conftest.py").read_text())
+    pytester.makepyfile(f"""
+        from detectron2.data import DatasetCatalog, MetadataCatalog
+        from pointrend_d2.data import register_folder_dataset
+
+        def test_registers(register_dataset, tmp_path):
+            name = register_dataset([{{"file_name": "a.png"}}], "{prefix}", stuff_classes=["a"])
+            assert DatasetCatalog.get(name) == [{{"file_name": "a.png"}}]
+            assert MetadataCatalog.get(name).stuff_classes == ["a"]
+            (tmp_path / "images").mkdir()
+            (tmp_path / "labels").mkdir()
+            register_folder_dataset(
+                "{prefix}_folder", tmp_path / "images", tmp_path / "labels", ["a"]
+            )
+            MetadataCatalog.get("{prefix}_metadata_only")
+        """)
+    pytester.runpytest_inprocess().assert_outcomes(passed=1)
+    assert [name for name in DatasetCatalog.list() if name.startswith(prefix)] == []
+    assert [name for name in MetadataCatalog.list() if name.startswith(prefix)] == []
+    assert "textured_shapes_sem_seg_train" in DatasetCatalog.list()
+    assert MetadataCatalog.get("textured_shapes_sem_seg_train").stuff_classes
 
 
 def test_pairs_by_stem_sorted_with_sizes(tmp_path):
@@ -76,6 +103,7 @@ def test_size_mismatch_is_named(tmp_path):
     assert len(dicts) == 1 and "height" not in dicts[0]
 
 
+@pytest.mark.usefixtures("temporary_datasets")
 def test_register_metadata_and_idempotence(tmp_path):
     write_pair(tmp_path / "images", tmp_path / "labels", "a", image_ext=".png")
     name = unique("folder")
@@ -94,6 +122,12 @@ def test_register_metadata_and_idempotence(tmp_path):
         register_folder_dataset(unique("bad"), tmp_path / "missing", tmp_path / "labels", ["x"])
 
 
+def spec_cfg(spec, **options):
+    """The small 3-class config with ``spec`` in DATASETS.FOLDER_SPECS."""
+    return small_fpn_cfg(num_classes=3, **{"DATASETS.FOLDER_SPECS": [str(spec)], **options})
+
+
+@pytest.mark.usefixtures("temporary_datasets")
 def test_yaml_spec_with_classes_file(tmp_path):
     write_pair(tmp_path / "data" / "img", tmp_path / "data" / "lbl", "a")
     (tmp_path / "classes.txt").write_text("sky\nroad\n\ncar\n")
@@ -104,20 +138,24 @@ def test_yaml_spec_with_classes_file(tmp_path):
         "colors: [[1, 2, 3], [4, 5, 6], [7, 8, 9]]\n"
         f"datasets:\n  {name}: {{image_dir: data/img, label_dir: data/lbl}}\n"
     )
-    cfg = small_fpn_cfg(num_classes=3)
-    cfg.DATASETS.FOLDER_SPECS = [str(spec)]
-    assert register_datasets_from_config(cfg) == [name]
+    assert register_datasets_from_config(spec_cfg(spec)) == [name]
     assert MetadataCatalog.get(name).stuff_classes == ["sky", "road", "car"]
     assert MetadataCatalog.get(name).stuff_colors[2] == [7, 8, 9]
 
 
-def test_spec_errors(tmp_path):
+@pytest.mark.usefixtures("temporary_datasets")
+def test_unknown_spec_key_is_named(tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"classes": ["a"], "datasets": {}, "colours": []}))
     with pytest.raises(ValueError, match=r"unknown keys \['colours'\]"):
-        register_datasets_from_config_from(spec)
+        register_datasets_from_config(spec_cfg(spec))
+
+
+@pytest.mark.usefixtures("temporary_datasets")
+def test_spec_classes_that_disagree_with_num_classes_fail_before_training(tmp_path, monkeypatch):
     write_pair(tmp_path / "images", tmp_path / "labels", "a")
     name = unique("mismatch")
+    spec = tmp_path / "spec.json"
     spec.write_text(
         json.dumps(
             {
@@ -126,17 +164,15 @@ def test_spec_errors(tmp_path):
             }
         )
     )
-    with pytest.raises(ValueError, match="has 4 classes but MODEL.SEM_SEG_HEAD.NUM_CLASSES is 3"):
-        register_datasets_from_config_from(spec, train=(name,))
+    cfg = spec_cfg(spec, **{"DATASETS.TRAIN": (name,), "DATASETS.TEST": ()})
+    # Registering does not check the classes: the Trainer does, before it builds the model.
+    assert register_datasets_from_config(cfg) == [name]
+    monkeypatch.setattr(Trainer, "build_model", classmethod(lambda cls, cfg: pytest.fail()))
+    with pytest.raises(ValueError, match=f"NUM_CLASSES=3 but dataset '{name}' has 4 classes"):
+        Trainer(cfg)
 
 
-def register_datasets_from_config_from(spec, train=()):
-    cfg = small_fpn_cfg(num_classes=3)
-    cfg.DATASETS.FOLDER_SPECS = [str(spec)]
-    cfg.DATASETS.TRAIN = train
-    return register_datasets_from_config(cfg)
-
-
+@pytest.mark.usefixtures("temporary_datasets")
 def test_train_and_evaluate_coco_stuff_style_folders(tmp_path):
     """COCO-Stuff layout: JPEG images, single-channel label PNGs, registered from a JSON spec
     named in the config, trained for 2 iterations and evaluated, all through the engine."""

@@ -34,15 +34,9 @@ def small_images() -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 @pytest.fixture
-def unique_prefix():
+def unique_prefix(temporary_datasets):
     """A dataset-name prefix unused elsewhere; its registrations are removed afterwards."""
-    prefix = f"test_textured_shapes_{uuid.uuid4().hex[:8]}"
-    yield prefix
-    for split in ("train", "val"):
-        name = f"{prefix}_{split}"
-        if name in DatasetCatalog.list():
-            DatasetCatalog.remove(name)
-            MetadataCatalog.remove(name)
+    return f"test_textured_shapes_{uuid.uuid4().hex[:8]}"
 
 
 def test_same_seed_gives_identical_images_and_other_indices_differ():
