@@ -20,7 +20,6 @@ from detectron2.engine import HookBase, launch
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
-import pointrend_d2.semantic_seg
 from pointrend_d2.data import register_folder_dataset
 from pointrend_d2.engine import Trainer
 from pointrend_d2.point_features import sample_uncertain_points
@@ -76,7 +75,15 @@ class WriteLosses(HookBase):
                 json.dump(losses, f)
 
 
-class LossWritingTrainer(Trainer):
+class DeterministicTrainer(Trainer):
+    """The Trainer with the per-image point sampler and the losses.json hook."""
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        model.sem_seg_head.point_sampler = sample_points_per_image
+        return model
+
     def build_hooks(self):
         return [*super().build_hooks(), WriteLosses()]
 
@@ -88,8 +95,7 @@ def main(dataset_root: str, args):
         os.path.join(dataset_root, "labels"),
         ["c0", "c1", "c2"],
     )
-    pointrend_d2.semantic_seg.sample_uncertain_points = sample_points_per_image
-    train_net.Trainer = LossWritingTrainer
+    train_net.Trainer = DeterministicTrainer
     return train_net.main(args)
 
 
