@@ -1,11 +1,17 @@
 """
-Adaptive subdivision inference without dense uncertainty maps.
+Adaptive subdivision inference, with two ways of selecting each step's cells.
 
 Each step of PointRend's inference upsamples the logits 2x and re-predicts the N most uncertain
-cells. Computing the uncertainty (a top-2 over classes) at every cell of the upsampled map is most
-of the cost of a straightforward implementation, yet only cells near class boundaries can be among
-the N most uncertain. This module selects exactly the same cells while computing the uncertainty
-only where it can matter, using a bound that holds for bilinear 2x upsampling:
+cells. :func:`subdivision_inference` selects them in one of two ways, which give the same cells
+(up to exactly equal uncertainties):
+
+``"topk"``: the uncertainty (a top-2 over classes) at every cell of the upsampled map, then a
+top-N. Fixed shapes, no host sync and no Python loop over images, so it runs asynchronously on a
+GPU and is what an exported graph (``torch.export``, ONNX) contains.
+
+``"bounded"``: the uncertainty only where it can matter. Computing it at every cell is most of
+the cost of a step on the CPU, yet only cells near class boundaries can be among the N most
+uncertain. A bound that holds for bilinear 2x upsampling rules out the others:
 
     An upsampled cell is a convex combination of a 2x2 window of source cells. If all of them
     have the same top class ``a`` with margins (top-1 minus top-2) of at least ``m``, the
@@ -16,7 +22,8 @@ So the uncertainty ``-margin`` of an upsampled cell is at most ``-m`` of its win
 window agrees on its top class (0 otherwise). The cells whose bound is below the N-th largest exact
 uncertainty among the candidates cannot be selected and are never looked at. The bounds of the
 next step come from these windows, from the exact values at the candidates, and from the point
-head's predictions, so no step computes a dense top-2 over classes after the coarse map.
+head's predictions, so no step computes a dense top-2 over classes after the coarse map. The
+candidates' number depends on the data: it syncs with the host and loops over the images.
 
 Shape shorthand and coordinates as in :mod:`pointrend_d2.point_features`; additionally
 ``K`` is the number of class logits and ``(H, W)`` the size of the map before a 2x step.
@@ -29,7 +36,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .point_features import grid_cell_centers, uncertainty_and_label
+from .point_features import (
+    calculate_uncertainty,
+    grid_cell_centers,
+    select_uncertain_grid_points,
+    uncertainty_and_label,
+)
+
+#: The values of ``selection`` of :func:`subdivision_inference`.
+SELECTIONS = ("bounded", "topk")
 
 # Relative float32 rounding allowance of the bound: an interpolated margin can come out a few ulps
 # of the logits' magnitude below the exact convex-combination bound.
@@ -195,11 +210,24 @@ def upsampled_bounds(
     return UncertaintyBounds(uncertainty, label, max_abs)
 
 
+class SubdivisionStep(NamedTuple):
+    """What :func:`subdivision_inference` passes to ``on_step`` after each step."""
+
+    step: int  # 0-based step index
+    upsampled: Tensor  # (N, K, 2H, 2W) the 2x-upsampled logits before refinement
+    point_indices: Tensor  # (N, P) flat indices of the re-predicted cells, most uncertain first
+    point_coords: Tensor  # (N, P, 2) their centres in [0, 1] x [0, 1]
+    refined: Tensor  # (N, K, 2H, 2W) the logits after refinement (the next step's input)
+
+
 def subdivision_inference(
     coarse_logits: Tensor,
     num_steps: int,
     num_points: int,
+    *,
+    selection: str = "bounded",
     predict_points: Callable[[Tensor], Tensor],
+    on_step: Callable[[SubdivisionStep], None] | None = None,
 ) -> Tensor:
     """
     PointRend's adaptive subdivision: ``num_steps`` times, upsample the logits 2x bilinearly and
@@ -209,28 +237,45 @@ def subdivision_inference(
         coarse_logits: (N, K, H, W) coarse logits.
         num_steps: number of 2x steps.
         num_points: cells re-predicted per step (clipped to the map size).
+        selection: how a step finds its cells (see the module docstring), the same cells either
+            way: "topk" (dense uncertainty and top-k; no host sync, exportable) or "bounded"
+            (uncertainty only where a bound allows selection; faster on the CPU).
         predict_points: maps (N, P, 2) cell centres in ``[0, 1] x [0, 1]`` to (N, K, P) logits.
+        on_step: called with a :class:`SubdivisionStep` after each step, for pictures and tests.
 
     Returns:
         (N, K, H * 2**num_steps, W * 2**num_steps) refined logits.
     """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     logits = coarse_logits
-    bounds = exact_uncertainty_bounds(coarse_logits) if num_steps > 0 else None
+    bounded = selection == "bounded" and num_steps > 0
+    bounds = exact_uncertainty_bounds(coarse_logits) if bounded else None
     for step in range(num_steps):
         logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
         batch_size, num_classes, height, width = logits.shape
-        flat_logits = logits.view(batch_size, num_classes, height * width)
-        uncertainty_bound, window_label = window_uncertainty_bounds(bounds)
-        selections = [
-            select_uncertain_cells(flat_logits[b], uncertainty_bound[b], num_points)
-            for b in range(batch_size)
-        ]
-        point_indices = torch.stack([s.point_indices for s in selections])
-        point_logits = predict_points(grid_cell_centers(point_indices, height, width))
-        flat_logits.scatter_(
-            2, point_indices.unsqueeze(1).expand(-1, num_classes, -1), point_logits
-        )
-        if step + 1 < num_steps:
+        if bounded:
+            uncertainty_bound, window_label = window_uncertainty_bounds(bounds)
+            flat_logits = logits.view(batch_size, num_classes, height * width)
+            selections = [
+                select_uncertain_cells(flat_logits[b], uncertainty_bound[b], num_points)
+                for b in range(batch_size)
+            ]
+            point_indices = torch.stack([s.point_indices for s in selections])
+            point_coords = grid_cell_centers(point_indices, height, width)
+        else:
+            point_indices, point_coords = select_uncertain_grid_points(
+                calculate_uncertainty(logits), num_points
+            )
+        point_logits = predict_points(point_coords)
+        # Only a step record needs the map before refinement: the copy is made for it alone.
+        upsampled = logits.clone() if on_step is not None else None
+        logits = logits.view(batch_size, num_classes, height * width)
+        logits.scatter_(2, point_indices.unsqueeze(1).expand(-1, num_classes, -1), point_logits)
+        logits = logits.view(batch_size, num_classes, height, width)
+        if on_step is not None:
+            on_step(SubdivisionStep(step, upsampled, point_indices, point_coords, logits))
+        if bounded and step + 1 < num_steps:
             bounds = upsampled_bounds(
                 uncertainty_bound, window_label, selections, point_logits, bounds.max_abs_logit
             )

@@ -15,9 +15,10 @@ from detectron2.data import Metadata
 from detectron2.modeling import SemanticSegmentor
 from detectron2.structures import ImageList
 from detectron2.utils.visualizer import ColorMode, Visualizer
-from torch.nn import functional as F
 
-from .point_features import calculate_uncertainty, select_uncertain_grid_points
+from . import subdivision
+from .coarse_head import expand_foreground_logit
+from .point_features import calculate_uncertainty
 from .semantic_seg import PointRendSemanticHead
 
 __all__ = [
@@ -49,9 +50,8 @@ class SubdivisionStep:
 @torch.no_grad()
 def trace_subdivision(model: SemanticSegmentor, batched_input: dict) -> list[SubdivisionStep]:
     """
-    Re-runs PointRend's subdivision inference for one image with the head's public methods and
-    records every step. Its final logits equal ``head.subdivision_inference``'s (tested), and the
-    model's own inference path is left untouched.
+    Runs PointRend's subdivision inference for one image, the head's own implementation and
+    settings, and records every step: the final labels are the model's (tested).
 
     Args:
         model: a SemanticSegmentor whose ``sem_seg_head`` is a :class:`PointRendSemanticHead`.
@@ -89,30 +89,34 @@ def trace_subdivision(model: SemanticSegmentor, batched_input: dict) -> list[Sub
     )
 
     steps = []
-    logits = coarse_logits
-    for _ in range(head.subdivision_steps):
-        logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
-        batch_size, num_classes, height, width = logits.shape
-        uncertainty = calculate_uncertainty(logits)
-        point_indices, point_coords = select_uncertain_grid_points(
-            uncertainty, head.subdivision_num_points
-        )
-        point_logits = head.predict_points(features, coarse_logits, point_coords)
-        logits = (
-            logits.reshape(batch_size, num_classes, height * width)
-            .scatter(2, point_indices.unsqueeze(1).expand(-1, num_classes, -1), point_logits)
-            .view(batch_size, num_classes, height, width)
-        )
+
+    def record(step: subdivision.SubdivisionStep) -> None:
+        height, width = step.refined.shape[-2:]
         # The cells of this step's grid that lie on the unpadded image.
         valid_rows = -(-input_height * height // padded_height)
         valid_cols = -(-input_width * width // padded_width)
+        uncertainty = calculate_uncertainty(step.upsampled)[0, 0, :valid_rows, :valid_cols]
+        # A single foreground logit labels as the model's output does: [0, logit].
+        labels = expand_foreground_logit(step.refined)[0, :, :valid_rows, :valid_cols].argmax(0)
         steps.append(
             SubdivisionStep(
-                uncertainty=uncertainty[0, 0, :valid_rows, :valid_cols].float().cpu().numpy(),
-                points=point_coords[0].cpu().numpy() * to_output,
-                labels=logits[0, :, :valid_rows, :valid_cols].argmax(dim=0).cpu().numpy(),
+                uncertainty=uncertainty.float().cpu().numpy(),
+                points=step.point_coords[0].cpu().numpy() * to_output,
+                labels=labels.cpu().numpy(),
             )
         )
+
+    # The head's own subdivision, with its settings; on_step records each step.
+    subdivision.subdivision_inference(
+        coarse_logits,
+        head.subdivision_steps,
+        head.subdivision_num_points,
+        selection=head.subdivision_selection,
+        predict_points=lambda point_coords: head.predict_points(
+            features, coarse_logits, point_coords
+        ),
+        on_step=record,
+    )
     return steps
 
 

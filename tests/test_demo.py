@@ -107,10 +107,13 @@ def test_demo_single_file_glob_and_errors(tmp_path, tiny_val_images):
         demo.main(args[:-3] + ["--show-points"] + args[-3:])  # ... but has no subdivision
 
 
-def test_trace_matches_model_inference(tmp_path):
-    _, _, cfg = tiny_model_files(tmp_path)
+@pytest.mark.parametrize("selection", ["bounded", "topk"])
+@pytest.mark.parametrize("num_classes", [1, 5])
+def test_trace_matches_model_inference(selection, num_classes):
+    cfg = small_fpn_cfg(num_classes, **{"MODEL.POINT_HEAD.SUBDIVISION_SELECTION": selection})
     torch.manual_seed(0)
     model = build_model(cfg).eval()
+    assert model.sem_seg_head.subdivision_selection == selection
     image = torch.randint(0, 256, (3, HEIGHT, WIDTH)).float()
     with torch.no_grad():
         expected = model([{"image": image}])[0]["sem_seg"].argmax(dim=0).numpy()

@@ -16,7 +16,7 @@ from pointrend_d2.point_features import (
     select_uncertain_grid_points,
     uncertainty_and_label,
 )
-from pointrend_d2.subdivision import subdivision_inference
+from pointrend_d2.subdivision import SELECTIONS, subdivision_inference
 
 PROPERTY_SETTINGS = settings(max_examples=40, deadline=None)
 DTYPES = st.sampled_from([torch.float32, torch.float64])
@@ -155,8 +155,15 @@ class OffsetPointHead:
 
 
 @PROPERTY_SETTINGS
-@given(logits=logit_maps(), num_steps=st.integers(0, 3), num_points=st.integers(1, 200))
-def test_subdivision_refines_exactly_the_top_uncertain_cells(logits, num_steps, num_points):
+@given(
+    logits=logit_maps(),
+    num_steps=st.integers(0, 3),
+    num_points=st.integers(1, 200),
+    selection=st.sampled_from(SELECTIONS),
+)
+def test_subdivision_refines_exactly_the_top_uncertain_cells(
+    logits, num_steps, num_points, selection
+):
     """
     At each step, replayed on the dense map: the selected cells are unique, inside the grid,
     given by their centres, and a top-N of the dense uncertainty of the upsampled map; they take
@@ -164,7 +171,9 @@ def test_subdivision_refines_exactly_the_top_uncertain_cells(logits, num_steps, 
     """
     batch_size, num_classes, height, width = logits.shape
     head = OffsetPointHead(num_classes, logits.dtype)
-    refined = subdivision_inference(logits, num_steps, num_points, head)
+    refined = subdivision_inference(
+        logits, num_steps, num_points, selection=selection, predict_points=head
+    )
 
     scale = 2**num_steps
     assert refined.shape == (batch_size, num_classes, height * scale, width * scale)

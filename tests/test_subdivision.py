@@ -1,4 +1,7 @@
-"""The bounded subdivision inference against a straightforward dense implementation."""
+"""
+The subdivision inference against a straightforward dense implementation, its two selections
+against each other, its step records, and the top-k selection under torch.export.
+"""
 
 import pytest
 import torch
@@ -6,10 +9,12 @@ from torch.nn import functional as F
 
 from pointrend_d2.point_features import (
     calculate_uncertainty,
+    grid_cell_centers,
     point_sample,
     select_uncertain_grid_points,
 )
 from pointrend_d2.subdivision import (
+    SELECTIONS,
     exact_uncertainty_bounds,
     select_uncertain_cells,
     subdivision_inference,
@@ -52,11 +57,13 @@ def smooth_logits(batch_size, num_classes, height, width, region_size=4, scale=4
     return F.interpolate(low, size=(height, width), mode="bicubic", align_corners=False)
 
 
-def assert_same_refinement(coarse, num_steps, num_points):
+def assert_same_refinement(coarse, num_steps, num_points, selection="bounded"):
     fine_map = torch.randn(coarse.shape[0], coarse.shape[1], 64, 96) * 3
     expected_head, actual_head = RecordingPointHead(fine_map), RecordingPointHead(fine_map)
     expected = straightforward_subdivision(coarse, num_steps, num_points, expected_head)
-    actual = subdivision_inference(coarse, num_steps, num_points, actual_head)
+    actual = subdivision_inference(
+        coarse, num_steps, num_points, selection=selection, predict_points=actual_head
+    )
     assert actual.shape == expected.shape
     for step, (a, e) in enumerate(zip(actual_head.calls, expected_head.calls, strict=True)):
         # The same cells are refined (the order within a step does not matter).
@@ -67,23 +74,128 @@ def assert_same_refinement(coarse, num_steps, num_points):
     assert torch.equal(actual.argmax(1), expected.argmax(1))
 
 
+@pytest.mark.parametrize("selection", SELECTIONS)
 @pytest.mark.parametrize("num_classes", [1, 2, 5, 19])
 @pytest.mark.parametrize("height,width", [(7, 13), (25, 40)])
-def test_matches_straightforward_on_random_logits(num_classes, height, width):
+def test_matches_straightforward_on_random_logits(selection, num_classes, height, width):
     coarse = torch.randn(2, num_classes, height, width) * 3
-    assert_same_refinement(coarse, num_steps=2, num_points=60)
+    assert_same_refinement(coarse, num_steps=2, num_points=60, selection=selection)
 
 
+@pytest.mark.parametrize("selection", SELECTIONS)
 @pytest.mark.parametrize("num_classes", [1, 2, 19])
 @pytest.mark.parametrize("num_steps", [1, 2, 3])
-def test_matches_straightforward_on_smooth_logits(num_classes, num_steps):
+def test_matches_straightforward_on_smooth_logits(selection, num_classes, num_steps):
     coarse = smooth_logits(2, num_classes, 19, 33)
-    assert_same_refinement(coarse, num_steps=num_steps, num_points=100)
+    assert_same_refinement(coarse, num_steps=num_steps, num_points=100, selection=selection)
 
 
-def test_matches_straightforward_when_points_exceed_grid():
+@pytest.mark.parametrize("selection", SELECTIONS)
+def test_matches_straightforward_when_points_exceed_grid(selection):
     coarse = torch.randn(1, 4, 5, 6)
-    assert_same_refinement(coarse, num_steps=2, num_points=10_000)
+    assert_same_refinement(coarse, num_steps=2, num_points=10_000, selection=selection)
+
+
+def run_recorded(coarse, num_steps, num_points, selection, fine_map):
+    """Refined logits and the :class:`SubdivisionStep` records of one run."""
+    steps = []
+    refined = subdivision_inference(
+        coarse,
+        num_steps,
+        num_points,
+        selection=selection,
+        predict_points=RecordingPointHead(fine_map),
+        on_step=steps.append,
+    )
+    return refined, steps
+
+
+@pytest.mark.parametrize("num_classes", [1, 2, 5, 19])
+@pytest.mark.parametrize("num_steps", [0, 1, 2, 3])
+def test_bounded_and_topk_select_the_same_cells(num_classes, num_steps):
+    """Many random and smooth maps, odd sizes, N below and above the grid: equal outputs."""
+    generator = torch.Generator().manual_seed(num_classes * 10 + num_steps)
+    for trial in range(6):
+        height, width = torch.randint(1, 23, (2,), generator=generator).tolist()
+        num_points = [1, 37, 150, 5000][trial % 4]
+        if trial % 2:
+            coarse = smooth_logits(2, num_classes, height, width, region_size=3)
+        else:
+            coarse = torch.randn(2, num_classes, height, width, generator=generator) * 3
+        fine_map = torch.randn(2, num_classes, 40, 56, generator=generator) * 3
+        bounded, bounded_steps = run_recorded(coarse, num_steps, num_points, "bounded", fine_map)
+        topk, topk_steps = run_recorded(coarse, num_steps, num_points, "topk", fine_map)
+        assert torch.equal(bounded, topk), (trial, height, width, num_points)
+        assert len(bounded_steps) == len(topk_steps) == num_steps
+        for b_step, t_step in zip(bounded_steps, topk_steps, strict=True):
+            # The same cells; their order differs only among equal uncertainties (a map of
+            # width 1 upsamples to two equal columns).
+            b_indices = b_step.point_indices.sort(dim=1).values
+            assert torch.equal(b_indices, t_step.point_indices.sort(dim=1).values)
+
+
+@pytest.mark.parametrize("selection", SELECTIONS)
+def test_step_records_describe_each_step(selection):
+    coarse = smooth_logits(2, 5, 9, 14)
+    fine_map = torch.randn(2, 5, 40, 56) * 3
+    refined, steps = run_recorded(coarse, 3, 70, selection, fine_map)
+    previous = coarse
+    for index, step in enumerate(steps):
+        assert step.step == index
+        upsampled = F.interpolate(previous, scale_factor=2, mode="bilinear", align_corners=False)
+        assert torch.equal(step.upsampled, upsampled)
+        height, width = upsampled.shape[2:]
+        assert step.point_indices.shape == (2, 70)
+        torch.testing.assert_close(
+            step.point_coords, grid_cell_centers(step.point_indices, height, width)
+        )
+        changed = (step.refined != step.upsampled).any(1).flatten(1)
+        selected = torch.zeros_like(changed).scatter(1, step.point_indices, True)
+        assert not (changed & ~selected).any()
+        previous = step.refined
+    assert refined is steps[-1].refined
+
+
+def test_unknown_selection_is_refused():
+    with pytest.raises(ValueError, match="selection must be one of"):
+        subdivision_inference(
+            torch.zeros(1, 2, 3, 3), 1, 4, selection="dense", predict_points=lambda c: c
+        )
+
+
+class TopkSubdivision(torch.nn.Module):
+    """Top-k subdivision with a point head reading a map at the points, for torch.export."""
+
+    def __init__(self, num_points):
+        super().__init__()
+        self.num_points = num_points
+
+    def forward(self, coarse, fine_map):
+        return subdivision_inference(
+            coarse,
+            2,
+            self.num_points,
+            selection="topk",
+            predict_points=lambda coords: point_sample(fine_map, coords),
+        )
+
+
+def test_topk_selection_exports_with_dynamic_sizes():
+    """
+    No host sync and no data-dependent shape: torch.export traces it with a dynamic map size,
+    and the program clips N to the grid symbolically (N exceeds the smaller grids here).
+    """
+    height, width = torch.export.Dim("height", min=1, max=512), torch.export.Dim("width", max=512)
+    model = TopkSubdivision(num_points=300)
+    program = torch.export.export(
+        model,
+        (smooth_logits(1, 5, 12, 20), torch.randn(1, 5, 30, 30)),
+        dynamic_shapes=({2: height, 3: width}, None),
+    )
+    for size in [(12, 20), (3, 5), (7, 31), (1, 1)]:
+        coarse, fine_map = smooth_logits(1, 5, *size), torch.randn(1, 5, 30, 30)
+        expected = model(coarse, fine_map)
+        assert torch.equal(program.module()(coarse, fine_map), expected), size
 
 
 def test_bound_holds_at_every_upsampled_cell():
