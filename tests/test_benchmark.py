@@ -24,7 +24,7 @@ def test_benchmark_quick_run_reports_all_parts(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(output_json.read_text())
-    assert results["variants"] == ["semantic_fpn", "reference", "ours"]
+    assert results["variants"] == ["semantic_fpn", "reference", "ours", "ours_topk"]
     (case,) = results["inference"]
     assert (case["height"], case["width"], case["num_classes"]) == (64, 96, 19)
     for kind in ("refinement_ms", "whole_ms"):
@@ -33,10 +33,16 @@ def test_benchmark_quick_run_reports_all_parts(tmp_path):
             assert timing["min"] <= timing["median"] <= timing["max"]
     for variant in results["variants"]:
         assert set(case["memory_mib"][variant]) == {"head", "whole"}
-    assert case["output_check"]["argmax_equal"] is True
-    assert case["output_check"]["max_abs_logit_diff"] < 1e-4
+    checks = {(c["variant"], c["expected"]): c for c in case["output_checks"]}
+    assert set(checks) == {("ours", "reference"), ("ours_topk", "reference"), ("ours_topk", "ours")}
+    for check in checks.values():
+        assert check["argmax_equal"] is True
+        assert check["max_abs_logit_diff"] < 1e-4
+    # The two selections refine the same cells with the same point head: identical logits.
+    assert checks["ours_topk", "ours"]["max_abs_logit_diff"] == 0
     assert set(results["training"]["step_ms"]) == {"semantic_fpn", "ours"}
     # The printed report has a table per part, with ratios to (b) and (a).
     for heading in ("refinement (ms", "whole (ms", "peak memory growth", "Training step"):
         assert heading in result.stdout
-    assert "(c) pointrend_d2" in result.stdout and "argmax equal: True" in result.stdout
+    assert "(c) ours, bounded" in result.stdout and "(d) ours, top-k" in result.stdout
+    assert "/ (c)" in result.stdout and "argmax equal: False" not in result.stdout
