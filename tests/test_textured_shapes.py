@@ -1,5 +1,6 @@
 """Tests of the procedurally generated "textured shapes" semantic-segmentation dataset."""
 
+import json
 import os
 import threading
 import uuid
@@ -21,6 +22,7 @@ from pointrend_d2.data.textured_shapes import (
     generate_textured_shapes_split,
     load_textured_shapes,
     register_textured_shapes,
+    textured_shapes_split_dir,
 )
 
 HEIGHT, WIDTH = 128, 256
@@ -127,13 +129,29 @@ def test_color_alone_does_not_separate_classes(small_images):
     assert mean_recall < 0.5
 
 
+def fail_if_generating(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("generated again")
+
+    monkeypatch.setattr(textured_shapes, "generate_textured_shapes_image", fail)
+
+
 def test_generate_and_load_round_trip(tmp_path, monkeypatch):
     root = str(tmp_path)
     split_dir = generate_textured_shapes_split(root, "val", 3, seed=7, height=64, width=128)
-    assert split_dir == os.path.join(root, "val")
-    assert sorted(os.listdir(root)) == ["val"]  # no temporary directory left behind
+    assert split_dir == textured_shapes_split_dir(root, "val", 3, seed=7, height=64, width=128)
+    assert os.listdir(root) == [os.path.basename(split_dir)]  # no temporary directory left
+    with open(os.path.join(split_dir, "parameters.json")) as f:
+        assert json.load(f) == {
+            "version": textured_shapes.DATASET_VERSION,
+            "split": "val",
+            "num_images": 3,
+            "seed": 7,
+            "height": 64,
+            "width": 128,
+        }
 
-    dataset_dicts = load_textured_shapes(root, "val")
+    dataset_dicts = load_textured_shapes(split_dir)
     assert [d["image_id"] for d in dataset_dicts] == ["val_0000", "val_0001", "val_0002"]
     for index, record in enumerate(dataset_dicts):
         assert record["file_name"] == os.path.join(split_dir, "images", f"val_{index:04d}.png")
@@ -150,16 +168,35 @@ def test_generate_and_load_round_trip(tmp_path, monkeypatch):
             assert np.array_equal(np.asarray(stored_label), label)
 
     # An existing split is reused as is: nothing is generated again.
-    def fail(*args, **kwargs):
-        raise AssertionError("generated again")
-
-    monkeypatch.setattr(textured_shapes, "generate_textured_shapes_image", fail)
+    fail_if_generating(monkeypatch)
     assert generate_textured_shapes_split(root, "val", 3, seed=7, height=64, width=128) == split_dir
+
+
+def test_each_generation_parameter_keys_its_own_folder(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    parameters = {"split": "val", "num_images": 2, "seed": 0, "height": 32, "width": 64}
+    changes = [{"split": "train"}, {"num_images": 3}, {"seed": 1}, {"height": 48}, {"width": 96}]
+    folders = {
+        generate_textured_shapes_split(root, **{**parameters, **change})
+        for change in [{}, *changes]
+    }
+    assert len(folders) == 1 + len(changes)
+    assert sorted(os.listdir(root)) == sorted(os.path.basename(f) for f in folders)
+    # A new generator version is a new folder too.
+    monkeypatch.setattr(textured_shapes, "DATASET_VERSION", "textured_shapes_test")
+    assert textured_shapes_split_dir(root, **parameters) not in folders
+    monkeypatch.undo()
+
+    # The same parameters find their folder again, in any order of the calls.
+    fail_if_generating(monkeypatch)
+    for change in [*changes, {}]:
+        assert generate_textured_shapes_split(root, **{**parameters, **change}) in folders
+    assert len(os.listdir(root)) == len(folders)
 
 
 def test_load_missing_split_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "train")):
-        load_textured_shapes(str(tmp_path), "train")
+        load_textured_shapes(str(tmp_path / "train"))
 
 
 def test_concurrent_generation_leaves_one_complete_split(tmp_path, monkeypatch):
@@ -183,9 +220,10 @@ def test_concurrent_generation_leaves_one_complete_split(tmp_path, monkeypatch):
             for _ in range(2)
         ]
         split_dirs = {future.result() for future in futures}
-    assert split_dirs == {os.path.join(root, "train")}
-    assert sorted(os.listdir(root)) == ["train"]
-    assert len(load_textured_shapes(root, "train")) == 3
+    assert split_dirs == {textured_shapes_split_dir(root, "train", 3, height=64, width=128)}
+    (split_dir,) = split_dirs
+    assert os.listdir(root) == [os.path.basename(split_dir)]
+    assert len(load_textured_shapes(split_dir)) == 3
 
 
 def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
@@ -202,17 +240,20 @@ def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
 
 def test_default_root_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("POINTREND_D2_DATA", str(tmp_path))
-    assert default_dataset_root() == os.path.join(str(tmp_path), textured_shapes.DATASET_VERSION)
+    assert default_dataset_root() == os.path.join(str(tmp_path), "textured_shapes")
 
 
 def test_registration_is_lazy_and_sets_metadata(tmp_path, unique_prefix):
     root = str(tmp_path)
-    names = register_textured_shapes(
-        root, num_train=3, num_val=2, height=64, width=128, prefix=unique_prefix
-    )
+    small = {"num_train": 3, "num_val": 2, "height": 64, "width": 128}
+    names = register_textured_shapes(root, **small, prefix=unique_prefix)
     assert names == [f"{unique_prefix}_train", f"{unique_prefix}_val"]
     assert os.listdir(root) == []  # registering generates nothing
-    for name, split in zip(names, ("train", "val"), strict=True):
+    split_dirs = [
+        textured_shapes_split_dir(root, split, num_images, height=64, width=128)
+        for split, num_images in (("train", 3), ("val", 2))
+    ]
+    for name, split_dir in zip(names, split_dirs, strict=True):
         assert name in DatasetCatalog.list()
         metadata = MetadataCatalog.get(name)
         assert metadata.stuff_classes == list(CLASSES)
@@ -220,17 +261,20 @@ def test_registration_is_lazy_and_sets_metadata(tmp_path, unique_prefix):
         assert metadata.ignore_label == IGNORE_LABEL
         assert metadata.evaluator_type == "sem_seg"
         assert metadata.dataset_root == root
-        assert metadata.image_root == os.path.join(root, split, "images")
-        assert metadata.sem_seg_root == os.path.join(root, split, "labels")
+        assert metadata.image_root == os.path.join(split_dir, "images")
+        assert metadata.sem_seg_root == os.path.join(split_dir, "labels")
 
-    # Registering again with the same root is a no-op; another root is an error.
-    assert register_textured_shapes(root, prefix=unique_prefix) == names
+    # Registering again the same is a no-op; another root or other parameters are an error.
+    assert register_textured_shapes(root, **small, prefix=unique_prefix) == names
     with pytest.raises(ValueError, match="already registered"):
-        register_textured_shapes(str(tmp_path / "other"), prefix=unique_prefix)
+        register_textured_shapes(str(tmp_path / "other"), **small, prefix=unique_prefix)
+    with pytest.raises(ValueError, match="already registered"):
+        register_textured_shapes(root, **{**small, "num_val": 3}, prefix=unique_prefix)
 
     train_dicts = DatasetCatalog.get(names[0])
     assert len(train_dicts) == 3
-    assert sorted(os.listdir(root)) == ["train"]  # only the requested split was generated
+    # Only the requested split was generated.
+    assert os.listdir(root) == [os.path.basename(split_dirs[0])]
     assert (train_dicts[0]["height"], train_dicts[0]["width"]) == (64, 128)
     assert len(DatasetCatalog.get(names[1])) == 2
-    assert sorted(os.listdir(root)) == ["train", "val"]
+    assert sorted(os.listdir(root)) == sorted(os.path.basename(d) for d in split_dirs)

@@ -20,6 +20,7 @@ from .textured_shapes import (
     generate_textured_shapes_split,
     load_textured_shapes,
     register_textured_shapes,
+    textured_shapes_split_dir,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "register_folder_dataset",
     "register_folder_datasets_from_spec",
     "register_textured_shapes",
+    "textured_shapes_split_dir",
 ]

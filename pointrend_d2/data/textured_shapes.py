@@ -20,16 +20,23 @@ Gaussian pixel noise, a colour cast and a brightness/contrast jitter, so colour 
 separate the classes: texture and shape must be used. A few "void" patches (label
 :data:`IGNORE_LABEL`) with visible content are not scored.
 
-On disk (both PNG, lossless)::
+On disk (both PNG, lossless), one folder per split and set of generation parameters::
 
-    <root>/<split>/images/<split>_0000.png   RGB, uint8, H x W x 3
-    <root>/<split>/labels/<split>_0000.png   single channel, uint8, H x W, values in {0..4, 255}
+    <root>/<split>-<key>/images/<split>_0000.png  RGB, uint8, H x W x 3
+    <root>/<split>-<key>/labels/<split>_0000.png  one channel, uint8, H x W, values {0..4, 255}
+    <root>/<split>-<key>/parameters.json          the parameters it was generated with
+
+``<key>`` hashes every parameter the files depend on (:data:`DATASET_VERSION`, split, number of
+images, seed, height, width), so other parameters never reuse a folder generated for different
+ones, and the same parameters always reuse it.
 """
 
 from __future__ import annotations
 
 import colorsys
 import functools
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -40,7 +47,8 @@ import zlib
 import cv2
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from PIL import Image
+
+from .folder import load_folder_dataset
 
 __all__ = [
     "CLASSES",
@@ -52,11 +60,13 @@ __all__ = [
     "generate_textured_shapes_split",
     "load_textured_shapes",
     "register_textured_shapes",
+    "textured_shapes_split_dir",
 ]
 
 logger = logging.getLogger(__name__)
 
-# Bump whenever the generator's output changes, so stale caches are not reused.
+# Bump whenever the generator's output changes: it is part of every split folder's key, so
+# stale caches are not reused.
 DATASET_VERSION = "textured_shapes_v1"
 
 CLASSES: tuple[str, ...] = ("background", "blob", "ring", "wire", "dot")
@@ -82,13 +92,13 @@ _REFERENCE_HEIGHT, _REFERENCE_WIDTH = 512, 1024
 
 def default_dataset_root() -> str:
     """
-    The default dataset directory: ``$POINTREND_D2_DATA/textured_shapes_v1``, where
+    The default dataset directory: ``$POINTREND_D2_DATA/textured_shapes``, where
     ``POINTREND_D2_DATA`` defaults to ``~/.cache/pointrend_d2/datasets``. Read at call time.
     """
     parent = os.environ.get(
         "POINTREND_D2_DATA", os.path.expanduser("~/.cache/pointrend_d2/datasets")
     )
-    return os.path.join(parent, DATASET_VERSION)
+    return os.path.join(parent, "textured_shapes")
 
 
 def _split_id(split: str) -> int:
@@ -372,6 +382,30 @@ def _file_stem(split: str, index: int) -> str:
     return f"{split}_{index:04d}"
 
 
+def _split_parameters(split: str, num_images: int, seed: int, height: int, width: int) -> dict:
+    """Every parameter the files of a split depend on."""
+    return {
+        "version": DATASET_VERSION,
+        "split": split,
+        "num_images": num_images,
+        "seed": seed,
+        "height": height,
+        "width": width,
+    }
+
+
+def textured_shapes_split_dir(
+    root: str, split: str, num_images: int, *, seed: int = 0, height: int = 512, width: int = 1024
+) -> str:
+    """
+    The folder of a split generated with these parameters: ``<root>/<split>-<key>``, ``<key>``
+    a hash of all of them and of :data:`DATASET_VERSION`. Nothing is read or written.
+    """
+    parameters = _split_parameters(split, num_images, seed, height, width)
+    key = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode("utf-8")).hexdigest()
+    return os.path.join(root, f"{split}-{key[:16]}")
+
+
 def generate_textured_shapes_split(
     root: str,
     split: str,
@@ -382,17 +416,20 @@ def generate_textured_shapes_split(
     width: int = 1024,
 ) -> str:
     """
-    Writes ``num_images`` images and labels of ``split`` under ``<root>/<split>/`` unless that
-    directory already exists (then it is returned as is, whatever its parameters were).
+    Writes ``num_images`` images and labels of ``split`` into :func:`textured_shapes_split_dir`
+    unless that folder already exists: then it was generated with the same parameters, and is
+    returned as is.
 
     Safe against crashes and concurrent callers: the split is written into a temporary sibling
     directory and renamed into place, so an existing split directory is always complete. If
     another process finishes first, this call's copy is discarded.
 
     Returns:
-        The split directory ``<root>/<split>``.
+        The split directory, with ``images/``, ``labels/`` and ``parameters.json``.
     """
-    split_dir = os.path.join(root, split)
+    split_dir = textured_shapes_split_dir(
+        root, split, num_images, seed=seed, height=height, width=width
+    )
     if os.path.isdir(split_dir):
         return split_dir
     os.makedirs(root, exist_ok=True)
@@ -420,6 +457,9 @@ def generate_textured_shapes_split(
                 raise OSError(f"Could not write {image_path}")
             if not cv2.imwrite(label_path, label):
                 raise OSError(f"Could not write {label_path}")
+        # For whoever looks into the cache: the key itself cannot be read back.
+        with open(os.path.join(temporary_dir, "parameters.json"), "w") as f:
+            json.dump(_split_parameters(split, num_images, seed, height, width), f, indent=2)
         try:
             os.rename(temporary_dir, split_dir)
         except OSError:
@@ -434,57 +474,33 @@ def generate_textured_shapes_split(
     return split_dir
 
 
-def load_textured_shapes(root: str, split: str) -> list[dict]:
+def load_textured_shapes(split_dir: str) -> list[dict]:
     """
-    Lists a generated split as detectron2 dataset dicts, sorted by file name.
+    Lists a generated split (a folder returned by :func:`generate_textured_shapes_split`) as
+    detectron2 dataset dicts, sorted by file name: :func:`load_folder_dataset` of its
+    ``images/`` and ``labels/``.
 
     Returns:
         One dict per image with ``file_name`` (RGB PNG), ``sem_seg_file_name`` (label PNG),
         ``height``, ``width`` and ``image_id`` (the file stem, e.g. ``"train_0007"``).
 
     Raises:
-        FileNotFoundError: if ``<root>/<split>`` or a label file is missing.
+        FileNotFoundError: if the split has no images, or an image no label.
     """
-    split_dir = os.path.join(root, split)
-    if not os.path.isdir(split_dir):
-        raise FileNotFoundError(f"Textured-shapes split directory not found: {split_dir}")
-    image_dir = os.path.join(split_dir, "images")
-    label_dir = os.path.join(split_dir, "labels")
-    dataset_dicts = []
-    for file_name in sorted(f for f in os.listdir(image_dir) if f.endswith(".png")):
-        label_path = os.path.join(label_dir, file_name)
-        if not os.path.isfile(label_path):
-            raise FileNotFoundError(f"Label file not found: {label_path}")
-        image_path = os.path.join(image_dir, file_name)
-        with Image.open(image_path) as image:  # reads the header only
-            width, height = image.size
-        dataset_dicts.append(
-            {
-                "file_name": image_path,
-                "sem_seg_file_name": label_path,
-                "height": height,
-                "width": width,
-                "image_id": os.path.splitext(file_name)[0],
-            }
-        )
-    return dataset_dicts
+    return load_folder_dataset(
+        os.path.join(split_dir, "images"), os.path.join(split_dir, "labels"), image_ext=".png"
+    )
 
 
 def _generate_and_load(
     root: str, split: str, num_images: int, seed: int, height: int, width: int
 ) -> list[dict]:
     """The function registered in DatasetCatalog: generates the split on first use, loads it."""
-    generate_textured_shapes_split(root, split, num_images, seed=seed, height=height, width=width)
-    dataset_dicts = load_textured_shapes(root, split)
-    if len(dataset_dicts) != num_images:
-        logger.warning(
-            "%s holds %d images, not the %d requested: it was generated with other parameters. "
-            "Delete it or use another root to regenerate.",
-            os.path.join(root, split),
-            len(dataset_dicts),
-            num_images,
+    return load_textured_shapes(
+        generate_textured_shapes_split(
+            root, split, num_images, seed=seed, height=height, width=width
         )
-    return dataset_dicts
+    )
 
 
 def register_textured_shapes(
@@ -501,7 +517,7 @@ def register_textured_shapes(
     Registers ``f"{prefix}_train"`` and ``f"{prefix}_val"`` in detectron2's DatasetCatalog and
     MetadataCatalog. Cheap: nothing is generated until ``DatasetCatalog.get`` is called.
 
-    Idempotent: names already registered with the same root are left alone.
+    Idempotent: names already registered with the same root and parameters are left alone.
 
     Args:
         root: dataset directory; defaults to :func:`default_dataset_root`.
@@ -514,26 +530,29 @@ def register_textured_shapes(
         The registered dataset names, train first.
 
     Raises:
-        ValueError: if a name is already registered with a different root.
+        ValueError: if a name is already registered with a different root or parameters.
     """
     root = os.path.abspath(os.path.expanduser(root if root is not None else default_dataset_root()))
     names = []
     for split, num_images in (("train", num_train), ("val", num_val)):
         name = f"{prefix}_{split}"
         names.append(name)
+        split_dir = textured_shapes_split_dir(
+            root, split, num_images, seed=seed, height=height, width=width
+        )
         if name in DatasetCatalog.list():
-            registered_root = MetadataCatalog.get(name).get("dataset_root")
-            if registered_root != root:
+            # The split folder's name holds the root and every generation parameter.
+            registered_dir = os.path.dirname(MetadataCatalog.get(name).get("image_root", ""))
+            if registered_dir != split_dir:
                 raise ValueError(
-                    f"Dataset {name!r} is already registered with root {registered_root!r}, "
-                    f"not {root!r}."
+                    f"Dataset {name!r} is already registered with the split folder "
+                    f"{registered_dir!r}, not {split_dir!r} (another root or other parameters)."
                 )
             continue
         DatasetCatalog.register(
             name,
             functools.partial(_generate_and_load, root, split, num_images, seed, height, width),
         )
-        split_dir = os.path.join(root, split)
         MetadataCatalog.get(name).set(
             stuff_classes=list(CLASSES),
             stuff_colors=[list(color) for color in COLORS],
