@@ -61,7 +61,7 @@ def write_parity_dataset(root, num_images: int = 8, size: int = 64):
 
 
 def train_deterministically(dataset_root, output_dir, num_processes: int) -> dict:
-    """5 iterations of batch 4 over ``num_processes``; returns the losses and the final mIoU."""
+    """4 iterations of batch 4 over ``num_processes``; returns the losses and the final mIoU."""
     command = [
         sys.executable, str(REPO / "tests" / "deterministic_train_net.py"), str(dataset_root),
         "--num-gpus", str(num_processes),
@@ -78,7 +78,7 @@ def train_deterministically(dataset_root, output_dir, num_processes: int) -> dic
         "SOLVER.IMS_PER_BATCH", "4",
         # Full steps from the start, so that a wrong gradient shows in the next loss.
         "SOLVER.WARMUP_ITERS", "0",
-        "SOLVER.MAX_ITER", "5",
+        "SOLVER.MAX_ITER", "4",
         "TEST.BOUNDARY_IOU.ENABLED", "False",
         "DATALOADER.NUM_WORKERS", "0",
         "OUTPUT_DIR", str(output_dir),
@@ -107,19 +107,21 @@ def test_two_processes_of_two_images_match_one_process_of_four(tmp_path):
 
     What differs is float32 rounding (eps 1.2e-7) in sums of ~1e5 terms (per-pixel losses,
     conv reductions batched 4 or 2 at a time, the gradient all-reduce), amplified by each SGD
-    step: measured, the losses agree to 5e-7 (relative) for 4 iterations and 3e-6 at the 5th.
-    The tolerance, 1e-4, leaves a 30x margin; a wrong batch, wrong points or a wrong gradient
-    average change the losses by 1e-2 or more (the first step alone takes the loss from 8.3
-    to 3.5).
+    step: measured, the losses agree to 6e-7 (relative) for 4 iterations. Rounding also reorders
+    near-tied uncertain points (the same points, in another order), and by a 5th iteration the
+    amplified differences reached 3e-6 on one machine and 2e-4 on another, hence 4 iterations.
+    The tolerance, 1e-4, leaves a 150x margin; wrong points (drawn per process, not per image)
+    changed the loss at the 2nd iteration by 1.2e-3, and a wrong batch or gradient average
+    changes it by more (the first step alone takes the loss from 8.3 to 3.5).
     """
     write_parity_dataset(tmp_path / "data")
     one = train_deterministically(tmp_path / "data", tmp_path / "one", num_processes=1)
     two = train_deterministically(tmp_path / "data", tmp_path / "two", num_processes=2)
 
-    assert one["losses"]["total_loss"].keys() == {"0", "1", "2", "3", "4"}
+    assert one["losses"]["total_loss"].keys() == {"0", "1", "2", "3"}
     for key, curve in one["losses"].items():
         for iteration, loss in curve.items():
             assert two["losses"][key][iteration] == pytest.approx(loss, rel=1e-4), (key, iteration)
-    assert one["losses"]["total_loss"]["4"] < 0.5 * one["losses"]["total_loss"]["0"]  # it trained
+    assert one["losses"]["total_loss"]["3"] < 0.5 * one["losses"]["total_loss"]["0"]  # it trained
     # Distributed evaluation gathers the same confusion matrix (up to a few near-tied pixels).
     assert two["miou"] == pytest.approx(one["miou"], abs=0.1)
