@@ -1,5 +1,6 @@
 """
-Checkpoints that survive a killed job and do not run code when loaded.
+Checkpoints that survive a killed job, do not run code when loaded, and load completely or not
+at all.
 
 Saving writes each file through a temporary file in the same folder, flushed to disk and then
 renamed over the target (an atomic rename on POSIX file systems), and tags ``last_checkpoint``
@@ -8,21 +9,39 @@ checkpoints and a ``last_checkpoint`` that names a complete file.
 
 Loading unpickles ``.pth`` files with ``torch.load(weights_only=True)``, which only rebuilds
 tensors and plain containers, and refuses detectron2's pickle formats (``.pkl``, ``.pyth``),
-whose unpickling can run arbitrary code, unless it is explicitly allowed.
+whose unpickling can run arbitrary code, unless it is explicitly allowed. A file that is missing,
+empty, truncated or damaged is reported as such, naming it.
+
+A checkpoint must fill the model: a model tensor it lacks, a tensor of another shape and a tensor
+the model does not have are an error that names them, because detectron2 would skip them with a
+warning and go on with part of the model at its random initialisation. Training may opt in to a
+partial load (an ImageNet backbone initialisation, fine-tuning on another class count); resuming
+never does.
 """
 
 import contextlib
 import os
 import pickle
-from collections.abc import Callable
+import pickletools
+import re
+import zipfile
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from typing import IO, Any
 from urllib.parse import urlparse
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from tabulate import tabulate
 from torch import nn
 
-__all__ = ["SafeCheckpointer", "UnsafeCheckpointError", "atomic_write"]
+__all__ = [
+    "CheckpointMismatchError",
+    "CorruptCheckpointError",
+    "SafeCheckpointer",
+    "UnsafeCheckpointError",
+    "atomic_write",
+]
 
 # Formats that detectron2 reads with plain pickle.load / torch.load(weights_only=False).
 _PICKLE_EXTENSIONS = (".pkl", ".pyth")
@@ -30,10 +49,26 @@ _HOW_TO_ALLOW = (
     "If you trust its source, allow it with tools/train_net.py --allow-unsafe-pickle (the config "
     "key MODEL.ALLOW_UNSAFE_PICKLE True)"
 )
+_HOW_TO_ALLOW_PARTIAL = (
+    "To train from it anyway, with these tensors left at their initialisation (an ImageNet "
+    "backbone initialisation, fine-tuning on another class count), set MODEL.ALLOW_PARTIAL_WEIGHTS "
+    "True (tools/train_net.py --allow-partial-weights); evaluation, inference and --resume always "
+    "need every tensor"
+)
+# The first bytes of a zip archive: torch.save's format since PyTorch 1.6.
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint that could run code when unpickled, refused because that is not allowed."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that is empty, truncated or damaged, or not a checkpoint at all."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that does not fill the model: tensors missing, of another shape, or unused."""
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
@@ -67,10 +102,100 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
         os.close(directory_fd)
 
 
+def _pickle_damage(f: IO[bytes]) -> str | None:
+    """Why the pickle stream at ``f`` is not whole, or None. Reads its opcodes, runs nothing."""
+    try:
+        for _ in pickletools.genops(f):
+            pass
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def file_damage(path: str) -> str | None:
+    """
+    Why the local file ``path`` cannot be a whole checkpoint, or None if it looks intact: it is
+    empty; a zip archive (torch.save's format) that is truncated, fails a CRC check or holds no
+    whole ``data.pkl``; or a pickle (detectron2's ``.pkl``, torch's legacy format) that stops
+    early, or not a pickle at all. Nothing in the file is executed.
+    """
+    if os.path.getsize(path) == 0:
+        return "the file is empty"
+    with open(path, "rb") as f:
+        if f.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
+            f.seek(0)
+            damage = _pickle_damage(f)
+            if damage is not None:
+                return f"it is neither a zip archive nor a whole pickle ({damage})"
+            return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged_member = archive.testzip()
+            if damaged_member is not None:
+                return f"its archive member {damaged_member} fails its CRC check"
+            pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+            if not pickles:
+                return "it is a zip archive without data.pkl, not a torch.save file"
+            with archive.open(pickles[0]) as f:
+                damage = _pickle_damage(f)
+            return None if damage is None else f"its data.pkl is not a whole pickle ({damage})"
+    except zipfile.BadZipFile:
+        return "it starts as a zip archive (torch.save's format), but its end is missing or damaged"
+
+
+def _torch_reason(error: Exception) -> str:
+    """The object torch's weights-only unpickler refused, from its error, as " (...)" or ""."""
+    match = re.search(
+        r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed| Please|\n|$)", str(error)
+    )
+    return f" ({match.group(1)})" if match else ""
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def _group(names: Iterable[str]) -> list[str]:
+    """``a.b.weight``, ``a.b.bias`` -> ``a.b.{bias, weight}``: one entry per module."""
+    by_module = defaultdict(list)
+    for name in sorted(names):
+        module, _, leaf = name.rpartition(".")
+        by_module[module].append(leaf)
+    grouped = []
+    for module, leaves in by_module.items():
+        leaf = leaves[0] if len(leaves) == 1 else "{" + ", ".join(leaves) + "}"
+        grouped.append(f"{module}.{leaf}" if module else leaf)
+    return grouped
+
+
+def mismatch_table(incompatible) -> str:
+    """
+    The tensors that a load left out, and why, as a table: fvcore's ``_IncompatibleKeys``
+    (``missing_keys``, ``incorrect_shapes``, ``unexpected_keys``).
+    """
+    # fvcore also lists the tensors of another shape as missing: each is listed once, by shape.
+    other_shape = {name for name, _, _ in incompatible.incorrect_shapes}
+    missing = [name for name in incompatible.missing_keys if name not in other_shape]
+    rows = [(name, "not in the checkpoint") for name in _group(missing)]
+    rows += [
+        (name, f"shape {tuple(checkpoint)} in the checkpoint, {tuple(model)} in the model")
+        for name, checkpoint, model in incompatible.incorrect_shapes
+    ]
+    rows += [
+        (name, "in the checkpoint, not in the model")
+        for name in _group(incompatible.unexpected_keys)
+    ]
+    return tabulate(rows, headers=["tensor", "not loaded because"], tablefmt="pipe")
+
+
 class SafeCheckpointer(DetectionCheckpointer):
     """
-    detectron2's ``DetectionCheckpointer`` with atomic saves and weights-only loads (see the
-    module docstring). Local ``save_dir`` only.
+    detectron2's ``DetectionCheckpointer`` with atomic saves, weights-only loads and complete
+    loads (see the module docstring). Local ``save_dir`` only.
+
+    Errors: ``FileNotFoundError`` (no such file), :class:`CorruptCheckpointError`,
+    :class:`UnsafeCheckpointError` and :class:`CheckpointMismatchError`. The last is raised after
+    the tensors that fit were copied into the model: discard it (every tool exits).
     """
 
     def __init__(
@@ -79,6 +204,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         save_dir: str = "",
         *,
         allow_unsafe_pickle: bool = False,
+        allow_partial_weights: bool = False,
         save_to_disk: bool | None = None,
         **checkpointables: Any,
     ):
@@ -87,9 +213,17 @@ class SafeCheckpointer(DetectionCheckpointer):
             model, save_dir, save_to_disk, checkpointables: as for ``DetectionCheckpointer``.
             allow_unsafe_pickle: also load files whose unpickling can run code: ``.pkl`` and
                 ``.pyth`` files, and ``.pth`` files holding more than tensors and containers.
+            allow_partial_weights: load a checkpoint that leaves model tensors unloaded, or whose
+                tensors the model does not have or has in another shape, logging them as a table
+                (training from an ImageNet backbone or on another class count). Resuming from
+                ``last_checkpoint`` ignores it: a resumed run needs every tensor back.
         """
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.allow_unsafe_pickle = allow_unsafe_pickle
+        self.allow_partial_weights = allow_partial_weights
+        # Set while a load runs, for the messages: the file, and whether it is a resume.
+        self._loading: str | None = None
+        self._resuming = False
 
     def save(self, name: str, **kwargs: Any) -> None:
         """Save the model and checkpointables (and ``kwargs``) to ``save_dir/name.pth``."""
@@ -112,26 +246,105 @@ class SafeCheckpointer(DetectionCheckpointer):
             lambda f: f.write(last_filename_basename.encode()),
         )
 
+    def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
+        """
+        As ``DetectionCheckpointer.resume_or_load``; resuming from ``last_checkpoint`` always
+        needs every tensor (``allow_partial_weights`` applies to ``path`` only).
+        """
+        if resume and self.has_checkpoint():
+            self._resuming = True
+            try:
+                return self.load(self.get_checkpoint_file())
+            finally:
+                self._resuming = False
+        return self.load(path, checkpointables=[])
+
     def load(self, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if path:
+            self._check_readable(path)
+        self._loading = path
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            self._loading = None
+            # detectron2 resets it only after a successful load, and asserts it is None on the
+            # next: without this, a checkpointer whose load failed could not load again.
+            self._parsed_url_during_load = None
+
+    def _source(self, path: str) -> str:
+        """``path``, and what named it when resuming."""
+        if self._resuming:
+            return f"{path} (named by {os.path.join(self.save_dir, 'last_checkpoint')})"
+        return path
+
+    def _check_readable(self, path: str) -> None:
+        """Missing files, and pickle files that are not allowed, fail before anything is read."""
+        local = _is_local(path)
+        if local and not os.path.isfile(path):
+            if os.path.isdir(path):
+                raise IsADirectoryError(f"Checkpoint {path} is a directory, not a file")
+            raise FileNotFoundError(f"Checkpoint {self._source(path)} does not exist")
         # Refused before detectron2 downloads a URL.
-        if (
-            path
-            and not self.allow_unsafe_pickle
-            and urlparse(path).path.endswith(_PICKLE_EXTENSIONS)
-        ):
+        if not self.allow_unsafe_pickle and urlparse(path).path.endswith(_PICKLE_EXTENSIONS):
+            damage = file_damage(path) if local else None
+            if damage is not None:
+                raise self._corrupt(path, damage)
             raise UnsafeCheckpointError(
                 f"Refusing to load {path}: it is a pickle file, and unpickling it can run "
                 f"arbitrary code. {_HOW_TO_ALLOW}, or convert it to a .pth file of tensors"
             )
-        return super().load(path, *args, **kwargs)
+
+    def _corrupt(self, path: str, damage: str) -> CorruptCheckpointError:
+        return CorruptCheckpointError(
+            f"Checkpoint {self._source(path)} is corrupt or incomplete: {damage}. Copy or "
+            "download it again (an interrupted copy or download leaves such files; pointrend_d2's "
+            "own saves never do)"
+        )
+
+    def _load_file(self, filename: str) -> dict[str, Any]:
+        # torch does not check its archives' CRCs, and reports a truncated or foreign file as a
+        # zip-reader, EOF, key or unpickling error (the last is also how it refuses foreign
+        # objects): look at the file first, without running anything in it.
+        damage = file_damage(filename)
+        if damage is not None:
+            raise self._corrupt(filename, damage)
+        try:
+            return super()._load_file(filename)
+        except pickle.UnpicklingError as error:
+            if self.allow_unsafe_pickle:
+                raise self._corrupt(filename, f"it cannot be unpickled ({error})") from error
+            raise UnsafeCheckpointError(
+                f"Refusing to load {filename}: it holds objects other than tensors and "
+                f"containers, and unpickling them can run arbitrary code{_torch_reason(error)}. "
+                f"{_HOW_TO_ALLOW}"
+            ) from error
+        except (EOFError, RuntimeError) as error:
+            # Damage past what file_damage reads, e.g. torch's legacy format cut short.
+            raise self._corrupt(filename, str(error)) from error
 
     def _torch_load(self, f: str) -> dict[str, Any]:
-        if self.allow_unsafe_pickle:
-            return torch.load(f, map_location="cpu", weights_only=False)
-        try:
-            return torch.load(f, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            raise UnsafeCheckpointError(
-                f"Refusing to load {f}: it holds objects other than tensors and containers, and "
-                f"unpickling them can run arbitrary code. {_HOW_TO_ALLOW}. ({error})"
-            ) from error
+        return torch.load(f, map_location="cpu", weights_only=not self.allow_unsafe_pickle)
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        # fvcore calls this right after copying the tensors that fit into the model: where a
+        # mismatch is known, and where detectron2 would only warn about it.
+        if not any(incompatible):
+            return
+        table = mismatch_table(incompatible)
+        if self._resuming:
+            raise CheckpointMismatchError(
+                f"Checkpoint {self._source(self._loading)} does not fit the model, so it was "
+                f"written by a run of another config:\n{table}\nResume with the config of that "
+                "run, or train in another OUTPUT_DIR"
+            )
+        if not self.allow_partial_weights:
+            raise CheckpointMismatchError(
+                f"Checkpoint {self._loading} does not fit the model:\n{table}\nIt was saved from "
+                "a model of another config: load it with that config (compare "
+                "MODEL.SEM_SEG_HEAD.NUM_CLASSES, MODEL.POINT_HEAD.* and the backbone). "
+                f"{_HOW_TO_ALLOW_PARTIAL}"
+            )
+        self.logger.warning(
+            f"Loaded {self._loading} partially (MODEL.ALLOW_PARTIAL_WEIGHTS): these tensors keep "
+            f"their initialisation or are unused:\n{table}"
+        )

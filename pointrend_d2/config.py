@@ -24,6 +24,15 @@ def add_pointrend_config(cfg: CN) -> None:
     # from a trusted source; tools/train_net.py --allow-unsafe-pickle sets it.
     cfg.MODEL.ALLOW_UNSAFE_PICKLE = False
 
+    # Train from a MODEL.WEIGHTS that leaves model tensors at their initialisation (or has tensors
+    # the model lacks, or of another shape), logging them as a table: an ImageNet backbone
+    # initialisation leaves the heads unloaded, fine-tuning on another class count the
+    # predictors. False makes any of these an error naming the tensors, since detectron2 would only
+    # warn and train or evaluate a partly random model. Evaluation (--eval-only), inference
+    # (Predictor, demo) and resuming from last_checkpoint ignore it and always need every tensor.
+    # tools/train_net.py --allow-partial-weights sets it.
+    cfg.MODEL.ALLOW_PARTIAL_WEIGHTS = False
+
     cfg.TEST.BOUNDARY_IOU = CN()
     # Also evaluate per-class Boundary IoU and min(IoU, BIoU) beside the dataset's mIoU evaluator.
     cfg.TEST.BOUNDARY_IOU.ENABLED = True

@@ -1,6 +1,7 @@
 """
 Crash-safe checkpoints (atomic writes, last_checkpoint only ever names a complete file), resuming
-with the optimizer and scheduler state, and weights-only loading that refuses code in pickles.
+with the optimizer and scheduler state, weights-only loading that refuses code in pickles, damaged
+or missing files named as such, and loads that must fill the model unless training opts in.
 """
 
 import os
@@ -17,11 +18,19 @@ import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
 from PIL import Image
 from torch import nn
 
-from pointrend_d2.checkpoint import SafeCheckpointer, UnsafeCheckpointError
+from pointrend_d2.checkpoint import (
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    SafeCheckpointer,
+    UnsafeCheckpointError,
+)
+from pointrend_d2.config import setup_cfg
 from pointrend_d2.engine import Trainer
+from pointrend_d2.predictor import Predictor
 from tests.helpers import FAST_OPTS, REPO, read_metrics, run_train_net, small_fpn_cfg
 
 
@@ -114,8 +123,12 @@ def test_train_net_refuses_a_pickle_without_the_flag(tmp_path):
     """--eval-only loads MODEL.WEIGHTS with the SafeCheckpointer; --allow-unsafe-pickle opts in."""
     marker = tmp_path / "code_ran"
     weights = tmp_path / "evil.pkl"
+    # The model's own weights, so that the allowed load fills the model.
+    model = build_model(setup_cfg(str(REPO / "configs" / "pointrend_semseg.yaml")))
     with open(weights, "wb") as f:
-        pickle.dump({"model": {}, "__author__": "x", "extra": WritesMarker(marker)}, f)
+        pickle.dump(
+            {"model": model.state_dict(), "__author__": "x", "extra": WritesMarker(marker)}, f
+        )
     command = [
         sys.executable, str(REPO / "tools" / "train_net.py"),
         "--config-file", str(REPO / "configs" / "pointrend_semseg.yaml"), "--eval-only",
@@ -134,6 +147,228 @@ def test_train_net_refuses_a_pickle_without_the_flag(tmp_path):
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert marker.exists()
+
+
+UNSAFE_ADVICE = ("unsafe", "--allow-unsafe-pickle", "ALLOW_UNSAFE_PICKLE", "weights_only")
+
+
+def saved_small_model(folder, **overrides) -> tuple[nn.Module, pathlib.Path]:
+    """A tiny FPN PointRend model (``small_fpn_cfg(**overrides)``) and its saved checkpoint."""
+    model = build_model(small_fpn_cfg(**overrides))
+    SafeCheckpointer(model, str(folder), save_to_disk=True).save("model")
+    return model, folder / "model.pth"
+
+
+def damaged_copies(tmp_path) -> dict[str, pathlib.Path]:
+    """Damaged checkpoints, by how they were damaged."""
+    _, good = saved_small_model(tmp_path)
+    data = good.read_bytes()
+    assert len(data) > 1_000_000
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    whole_pickle = pickle.dumps({"model": {"w": np.zeros(1000)}, "__author__": "x"})
+    files = {
+        "truncated": data[:1_000_000],  # head -c 1000000 model_final.pth
+        "garbage": np.random.default_rng(0).bytes(50_000),
+        "empty": b"",
+        "text": b"not a checkpoint\n" * 10,
+        "bit flip": bytes(flipped),
+        "truncated pkl": whole_pickle[: len(whole_pickle) // 2],
+    }
+    paths = {}
+    for kind, content in files.items():
+        paths[kind] = tmp_path / f"{kind.replace(' ', '_')}.{'pkl' if 'pkl' in kind else 'pth'}"
+        paths[kind].write_bytes(content)
+    return paths
+
+
+@pytest.mark.parametrize("allow_unsafe_pickle", [False, True])
+def test_a_damaged_checkpoint_is_called_corrupt_and_named(tmp_path, allow_unsafe_pickle):
+    """Truncated, garbage, empty, bit-flipped: never "unsafe", never advice to unpickle it."""
+    model = build_model(small_fpn_cfg())
+    checkpointer = SafeCheckpointer(model, allow_unsafe_pickle=allow_unsafe_pickle)
+    for kind, path in damaged_copies(tmp_path).items():
+        with pytest.raises(CorruptCheckpointError) as error:
+            checkpointer.load(str(path))
+        message = str(error.value)
+        assert message.startswith(f"Checkpoint {path} is corrupt or incomplete: "), (kind, message)
+        assert "Copy or download it again" in message
+        # The message and the chained error say nothing about unsafe loading.
+        for text in (message, str(error.value.__cause__ or "")):
+            assert not any(advice in text for advice in UNSAFE_ADVICE), (kind, text)
+
+
+def test_what_makes_a_checkpoint_corrupt_is_said(tmp_path):
+    paths = damaged_copies(tmp_path)
+    reasons = {
+        "truncated": "it starts as a zip archive (torch.save's format), but its end is missing",
+        "garbage": "it is neither a zip archive nor a whole pickle",
+        "empty": "the file is empty",
+        "text": "it is neither a zip archive nor a whole pickle",
+        "bit flip": "fails its CRC check",
+        "truncated pkl": "it is neither a zip archive nor a whole pickle",
+    }
+    checkpointer = SafeCheckpointer(nn.Linear(1, 1), allow_unsafe_pickle=True)
+    for kind, reason in reasons.items():
+        with pytest.raises(CorruptCheckpointError, match=re.escape(reason)):
+            checkpointer.load(str(paths[kind]))
+
+
+@pytest.mark.parametrize("name", ["model_final.pth", "R-50.pkl"])
+def test_a_missing_checkpoint_is_named_missing(tmp_path, name):
+    path = tmp_path / name
+    with pytest.raises(
+        FileNotFoundError, match=f"^Checkpoint {re.escape(str(path))} does not exist$"
+    ):
+        SafeCheckpointer(nn.Linear(1, 1)).load(str(path))
+
+
+def test_a_missing_last_checkpoint_target_is_named_with_what_named_it(tmp_path):
+    (tmp_path / "last_checkpoint").write_text("model_0000009.pth")
+    with pytest.raises(FileNotFoundError, match="model_0000009.pth .named by .*last_checkpoint"):
+        SafeCheckpointer(nn.Linear(1, 1), str(tmp_path)).resume_or_load("", resume=True)
+
+
+def mismatch_rows(message: str) -> dict[str, str]:
+    """The table of a CheckpointMismatchError or partial-load log: tensor -> why."""
+    rows = re.findall(r"^\| (.+?) +\| (.+?) +\|$", message, re.MULTILINE)
+    return {name: why for name, why in rows if name != "tensor"}
+
+
+POINT_HEAD = "sem_seg_head.point_head"
+COARSE_PREDICTOR = "sem_seg_head.coarse_sem_seg_head.predictor"
+
+
+def test_a_checkpoint_of_another_class_count_is_an_error_naming_the_tensors(tmp_path):
+    _, path = saved_small_model(tmp_path, num_classes=5)
+    model = build_model(small_fpn_cfg(num_classes=3))
+    with pytest.raises(CheckpointMismatchError) as error:
+        SafeCheckpointer(model).load(str(path))
+    message = str(error.value)
+    assert message.startswith(f"Checkpoint {path} does not fit the model:\n")
+    shapes = {
+        f"{COARSE_PREDICTOR}.weight": ((5, 32, 1, 1), (3, 32, 1, 1)),
+        f"{COARSE_PREDICTOR}.bias": ((5,), (3,)),
+        # fc1 reads the 32 p2 channels and the coarse logits.
+        f"{POINT_HEAD}.fc1.weight": ((32, 37, 1), (32, 35, 1)),
+        f"{POINT_HEAD}.predictor.weight": ((5, 32, 1), (3, 32, 1)),
+        f"{POINT_HEAD}.predictor.bias": ((5,), (3,)),
+    }
+    assert mismatch_rows(message) == {
+        name: f"shape {checkpoint} in the checkpoint, {model} in the model"
+        for name, (checkpoint, model) in shapes.items()
+    }
+    assert (
+        "MODEL.ALLOW_PARTIAL_WEIGHTS True (tools/train_net.py --allow-partial-weights)" in message
+    )
+
+
+def test_a_checkpoint_with_tensors_the_model_lacks_is_an_error(tmp_path):
+    """A 3-layer point MLP loaded into a 2-layer one: every tensor of the model fits, fc3 is left
+    over. detectron2 would run the model with the checkpoint's predictor after the wrong layer."""
+    _, path = saved_small_model(tmp_path, **{"MODEL.POINT_HEAD.NUM_FC": 3})
+    model = build_model(small_fpn_cfg(**{"MODEL.POINT_HEAD.NUM_FC": 2}))
+    with pytest.raises(CheckpointMismatchError) as error:
+        SafeCheckpointer(model).load(str(path))
+    assert mismatch_rows(str(error.value)) == {
+        f"{POINT_HEAD}.fc3.{{bias, weight}}": "in the checkpoint, not in the model"
+    }
+    # And the other way round: the model's fc3 is not in the checkpoint.
+    _, path = saved_small_model(tmp_path, **{"MODEL.POINT_HEAD.NUM_FC": 2})
+    model = build_model(small_fpn_cfg(**{"MODEL.POINT_HEAD.NUM_FC": 3}))
+    with pytest.raises(CheckpointMismatchError) as error:
+        SafeCheckpointer(model).load(str(path))
+    assert mismatch_rows(str(error.value)) == {
+        f"{POINT_HEAD}.fc3.{{bias, weight}}": "not in the checkpoint"
+    }
+
+
+def test_partial_weights_load_when_allowed_and_are_logged_as_a_table(tmp_path, caplog):
+    """Fine-tuning on another class count: what fits is loaded, the rest is listed."""
+    source, path = saved_small_model(tmp_path, num_classes=5)
+    model = build_model(small_fpn_cfg(num_classes=3))
+    SafeCheckpointer(model, allow_partial_weights=True).load(str(path))
+    (record,) = [r for r in caplog.records if "partially" in r.getMessage()]
+    message = record.getMessage()
+    assert message.startswith(f"Loaded {path} partially (MODEL.ALLOW_PARTIAL_WEIGHTS)")
+    assert set(mismatch_rows(message)) == {
+        f"{COARSE_PREDICTOR}.weight", f"{COARSE_PREDICTOR}.bias", f"{POINT_HEAD}.fc1.weight",
+        f"{POINT_HEAD}.predictor.weight", f"{POINT_HEAD}.predictor.bias",
+    }  # fmt: skip
+    loaded, saved = model.state_dict(), source.state_dict()
+    assert torch.equal(loaded[f"{POINT_HEAD}.fc2.weight"], saved[f"{POINT_HEAD}.fc2.weight"])
+    assert torch.equal(
+        loaded["backbone.bottom_up.res5.1.conv2.weight"],
+        saved["backbone.bottom_up.res5.1.conv2.weight"],
+    )
+
+
+def test_an_imagenet_style_backbone_initialisation_needs_the_opt_in(tmp_path, caplog):
+    """
+    What the Cityscapes configs load: a detectron2 .pkl of the bare ResNet (names matched by
+    detectron2's heuristics), which leaves the FPN and the heads at their initialisation.
+    """
+    backbone = build_model(small_fpn_cfg()).backbone.bottom_up
+    path = tmp_path / "R-18.pkl"
+    with open(path, "wb") as f:
+        state = {name: tensor.numpy() for name, tensor in backbone.state_dict().items()}
+        pickle.dump({"model": state, "__author__": "test", "matching_heuristics": True}, f)
+    model = build_model(small_fpn_cfg())
+    with pytest.raises(CheckpointMismatchError, match="sem_seg_head.point_head.fc1"):
+        SafeCheckpointer(model, allow_unsafe_pickle=True).load(str(path))
+    checkpointer = SafeCheckpointer(model, allow_unsafe_pickle=True, allow_partial_weights=True)
+    checkpointer.load(str(path))
+    (record,) = [r for r in caplog.records if "partially" in r.getMessage()]
+    unloaded = mismatch_rows(record.getMessage())
+    assert all(why == "not in the checkpoint" for why in unloaded.values())
+    assert all(not name.startswith("backbone.bottom_up") for name in unloaded)
+    assert {name.split(".")[0] for name in unloaded} == {"backbone", "sem_seg_head"}
+    assert torch.equal(model.backbone.bottom_up.stem.conv1.weight, backbone.stem.conv1.weight)
+
+
+def test_resuming_needs_every_tensor_even_when_partial_weights_are_allowed(tmp_path):
+    """last_checkpoint names a checkpoint of another config: the resume fails, naming it."""
+    _, path = saved_small_model(tmp_path, num_classes=5)
+    model = build_model(small_fpn_cfg(num_classes=3))
+    checkpointer = SafeCheckpointer(model, str(tmp_path), allow_partial_weights=True)
+    assert checkpointer.has_checkpoint()
+    with pytest.raises(CheckpointMismatchError) as error:
+        checkpointer.resume_or_load("", resume=True)
+    message = str(error.value)
+    assert message.startswith(
+        f"Checkpoint {path} (named by {tmp_path / 'last_checkpoint'}) does not fit the model, so "
+        "it was written by a run of another config:\n"
+    )
+    assert message.endswith("Resume with the config of that run, or train in another OUTPUT_DIR")
+    assert "ALLOW_PARTIAL_WEIGHTS" not in message
+    # Not resuming, the same file is MODEL.WEIGHTS, which the opt-in covers.
+    checkpointer.resume_or_load(str(path), resume=False)
+
+
+def test_the_predictor_needs_every_tensor_whatever_the_config_allows(tmp_path):
+    _, path = saved_small_model(tmp_path, num_classes=5)
+    cfg = small_fpn_cfg(num_classes=3)
+    cfg.MODEL.WEIGHTS = str(path)
+    cfg.MODEL.ALLOW_PARTIAL_WEIGHTS = True
+    with pytest.raises(CheckpointMismatchError, match=re.escape(f"{POINT_HEAD}.predictor.bias")):
+        Predictor(cfg)
+
+
+@pytest.mark.slow
+def test_train_net_eval_only_needs_every_tensor_even_with_the_opt_in(tmp_path):
+    cfg = setup_cfg(str(REPO / "configs" / "pointrend_semseg.yaml"))
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 4
+    SafeCheckpointer(build_model(cfg), str(tmp_path), save_to_disk=True).save("four_classes")
+    weights = tmp_path / "four_classes.pth"
+    command = [
+        sys.executable, str(REPO / "tools" / "train_net.py"), "--allow-partial-weights",
+        "--config-file", str(REPO / "configs" / "pointrend_semseg.yaml"), "--eval-only",
+        "MODEL.WEIGHTS", str(weights), "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path / "out"),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert f"CheckpointMismatchError: Checkpoint {weights} does not fit the model:" in result.stderr
+    assert f"| {POINT_HEAD}.predictor.weight " in result.stderr
 
 
 def write_tiny_dataset(folder, num_images: int, size=(32, 48), num_classes=3) -> str:

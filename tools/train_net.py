@@ -10,6 +10,9 @@ Train and evaluate PointRend semantic segmentation models with detectron2.
 --num-gpus N starts N processes (on the CPU, with MODEL.DEVICE cpu, through the Gloo backend).
 Checkpoints are written atomically and loaded weights-only; --allow-unsafe-pickle also loads
 pickle files (.pkl, e.g. detectron2's ImageNet initialisations) from a source you trust.
+MODEL.WEIGHTS must fill the model unless --allow-partial-weights (MODEL.ALLOW_PARTIAL_WEIGHTS)
+allows training from a partial initialisation; --eval-only, and --resume from last_checkpoint,
+always need every tensor.
 """
 
 import argparse
@@ -25,13 +28,21 @@ from pointrend_d2.engine import Trainer
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """detectron2's default arguments, and --allow-unsafe-pickle."""
+    """detectron2's default arguments, --allow-unsafe-pickle and --allow-partial-weights."""
     parser = default_argument_parser()
     parser.add_argument(
         "--allow-unsafe-pickle",
         action="store_true",
         help="also load checkpoints whose unpickling can run code (.pkl files, .pth files of "
         "more than tensors): only from a source you trust (sets MODEL.ALLOW_UNSAFE_PICKLE)",
+    )
+    parser.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="train from a MODEL.WEIGHTS that leaves model tensors at their initialisation or "
+        "has tensors of another shape (ImageNet backbone, another class count), logging them; "
+        "ignored by --eval-only and by --resume from last_checkpoint (sets "
+        "MODEL.ALLOW_PARTIAL_WEIGHTS)",
     )
     return parser
 
@@ -41,6 +52,8 @@ def setup(args):
     cfg = setup_cfg(args.config_file, args.opts)
     if args.allow_unsafe_pickle:
         cfg.MODEL.ALLOW_UNSAFE_PICKLE = True
+    if args.allow_partial_weights:
+        cfg.MODEL.ALLOW_PARTIAL_WEIGHTS = True
     cfg.freeze()
     default_setup(cfg, args)
     # Folder datasets named in DATASETS.FOLDER_SPECS, registered in every process.
