@@ -50,6 +50,8 @@ setup(
         "Pillow",
         # Folder dataset spec files (pointrend_d2.data.folder).
         "pyyaml",
+        # SafeCheckpointer's table of the tensors a checkpoint leaves unloaded.
+        "tabulate",
         "tqdm",
     ],
     extras_require={
