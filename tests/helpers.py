@@ -92,18 +92,70 @@ def read_metrics(output_dir) -> list:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def reference_cfg(our_cfg):
-    """The reference's config for the same architecture as ``our_cfg``."""
+def reference_cfg(our_cfg: CfgNode, recipe: str = "coco") -> CfgNode:
+    """
+    The config of detectron2's reference PointRend (a test oracle), from detectron2's own
+    settings: its get_cfg() and add_pointrend_config defaults, then the model values of its
+    published semantic configs, written out here (as in tests/test_model_zoo_configs.py):
+    projects/PointRend/configs/SemanticSegmentation/Base-PointRend-Semantic-FPN.yaml, with what it
+    takes from configs/Base-RCNN-FPN.yaml, and for ``recipe="cityscapes"``
+    pointrend_semantic_R_101_FPN_1x_cityscapes.yaml. Only sizes come from ``our_cfg``, those a
+    test shrinks for the CPU: device, backbone depth and widths, class count, point-head width and
+    point counts. Everything that shapes the model otherwise (layers, inputs, flags) is
+    detectron2's, so that ours loading its checkpoint shows that the two agree.
+    """
+    from detectron2.config import get_cfg
     from detectron2.projects import point_rend
 
-    cfg = our_cfg.clone()
-    cfg.defrost()
-    point_cfg = cfg.MODEL.pop("POINT_HEAD")
+    cfg = get_cfg()
     point_rend.add_pointrend_config(cfg)
-    for key in ("IN_FEATURES", "TRAIN_NUM_POINTS", "OVERSAMPLE_RATIO", "IMPORTANCE_SAMPLE_RATIO",
-                "SUBDIVISION_STEPS", "SUBDIVISION_NUM_POINTS", "FC_DIM", "NUM_FC",
-                "COARSE_PRED_EACH_LAYER", "COARSE_SEM_SEG_HEAD_NAME"):  # fmt: skip
-        cfg.MODEL.POINT_HEAD[key] = point_cfg[key]
+    published = [
+        # configs/Base-RCNN-FPN.yaml
+        "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
+        "MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res4", "res5"],
+        "MODEL.FPN.IN_FEATURES", ["res2", "res3", "res4", "res5"],
+        # Base-PointRend-Semantic-FPN.yaml
+        "MODEL.META_ARCHITECTURE", "SemanticSegmentor",
+        "MODEL.BACKBONE.FREEZE_AT", 0,
+        "MODEL.SEM_SEG_HEAD.NAME", "PointRendSemSegHead",
+        "MODEL.POINT_HEAD.NUM_CLASSES", 54,
+        "MODEL.POINT_HEAD.FC_DIM", 256,
+        "MODEL.POINT_HEAD.NUM_FC", 3,
+        "MODEL.POINT_HEAD.IN_FEATURES", ["p2"],
+        "MODEL.POINT_HEAD.TRAIN_NUM_POINTS", 1024,
+        "MODEL.POINT_HEAD.SUBDIVISION_STEPS", 2,
+        "MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS", 8192,
+        "MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME", "SemSegFPNHead",
+        "MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER", False,
+    ]  # fmt: skip
+    if recipe == "cityscapes":
+        published += [
+            "MODEL.RESNETS.DEPTH", 101,
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 19,
+            "MODEL.POINT_HEAD.NUM_CLASSES", 19,
+            "MODEL.POINT_HEAD.TRAIN_NUM_POINTS", 2048,
+            "MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS", 8192,
+        ]  # fmt: skip
+    else:
+        assert recipe == "coco", recipe
+    cfg.merge_from_list(published)
+    sizes = (
+        "MODEL.DEVICE",
+        "MODEL.RESNETS.DEPTH",
+        "MODEL.RESNETS.RES2_OUT_CHANNELS",
+        "MODEL.FPN.OUT_CHANNELS",
+        "MODEL.SEM_SEG_HEAD.CONVS_DIM",
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+        "MODEL.POINT_HEAD.FC_DIM",
+        "MODEL.POINT_HEAD.TRAIN_NUM_POINTS",
+        "MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS",
+    )
+    for key in sizes:
+        node, ours = cfg, our_cfg
+        *path, leaf = key.split(".")
+        for part in path:
+            node, ours = node[part], ours[part]
+        node[leaf] = ours[leaf]
+    # One class count for both heads, as detectron2 requires.
     cfg.MODEL.POINT_HEAD.NUM_CLASSES = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    cfg.MODEL.SEM_SEG_HEAD.NAME = "PointRendSemSegHead"
     return cfg

@@ -1,6 +1,8 @@
 """
 Parity with detectron2's reference implementation (detectron2.projects.point_rend), used only
-as a test oracle: same weights in, same outputs out.
+as a test oracle: the reference is built from detectron2's own settings and published semantic
+configs (tests.helpers.reference_cfg), its checkpoint loads into our configs with every tensor
+(SafeCheckpointer is strict), and the outputs are the same.
 """
 
 import pytest
@@ -10,9 +12,29 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from pointrend_d2 import point_features
-from tests.helpers import reference_cfg, small_fpn_cfg
+from pointrend_d2.checkpoint import CheckpointMismatchError, SafeCheckpointer
+from pointrend_d2.config import setup_cfg
+from tests.helpers import REPO, reference_cfg, small_fpn_cfg
 
 reference = pytest.importorskip("detectron2.projects.point_rend")
+
+
+def save_reference(reference_model, save_dir) -> str:
+    """Save ``reference_model`` as detectron2's training does; return the file."""
+    DetectionCheckpointer(reference_model, save_dir=str(save_dir)).save("model_final")
+    return str(save_dir / "model_final.pth")
+
+
+def load_ours(our_cfg, checkpoint: str, reference_model):
+    """Our model of ``our_cfg`` loaded from the reference's ``checkpoint`` (strictly: every
+    tensor, no shape skipped), holding the same tensors as ``reference_model``."""
+    ours = build_model(our_cfg).eval()
+    SafeCheckpointer(ours).load(checkpoint)
+    ours_state, ref_state = ours.state_dict(), reference_model.state_dict()
+    assert ours_state.keys() == ref_state.keys()
+    for key in ours_state:
+        assert torch.equal(ours_state[key], ref_state[key]), key
+    return ours
 
 
 @pytest.fixture(scope="module")
@@ -21,17 +43,74 @@ def models(tmp_path_factory):
     torch.manual_seed(0)
     cfg = small_fpn_cfg(num_classes=6)
     reference_model = build_model(reference_cfg(cfg)).eval()
-    save_dir = tmp_path_factory.mktemp("reference_checkpoint")
-    DetectionCheckpointer(reference_model, save_dir=str(save_dir)).save("reference_final")
-    ours = build_model(cfg).eval()
-    checkpointer = DetectionCheckpointer(ours)
-    result = checkpointer.load(str(save_dir / "reference_final.pth"))
-    assert result is not None
-    ours_state, ref_state = ours.state_dict(), reference_model.state_dict()
-    assert ours_state.keys() == ref_state.keys()
-    for key in ours_state:
-        assert torch.equal(ours_state[key], ref_state[key]), key
-    return reference_model, ours
+    checkpoint = save_reference(reference_model, tmp_path_factory.mktemp("reference_checkpoint"))
+    return reference_model, load_ours(cfg, checkpoint, reference_model)
+
+
+# detectron2's Cityscapes model shrunk for the CPU: a narrow R-18 FPN; every PointRend key as
+# detectron2 publishes it.
+CITYSCAPES_SHRINK = [
+    "MODEL.DEVICE", "cpu",
+    "MODEL.WEIGHTS", "",
+    "MODEL.RESNETS.DEPTH", 18,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+    "MODEL.FPN.OUT_CHANNELS", 64,
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM", 32,
+]  # fmt: skip
+
+
+def shrunk_cityscapes_cfg(*options):
+    return setup_cfg(
+        str(REPO / "configs" / "pointrend_semantic_R_50_FPN_1x_cityscapes.yaml"),
+        [*CITYSCAPES_SHRINK, *options],
+    )
+
+
+@pytest.fixture(scope="module")
+def cityscapes_reference(tmp_path_factory):
+    """detectron2's Cityscapes PointRend (shrunk), and its saved checkpoint."""
+    torch.manual_seed(0)
+    cfg = reference_cfg(shrunk_cityscapes_cfg(), recipe="cityscapes")
+    point_cfg = cfg.MODEL.POINT_HEAD
+    # Nothing of the point head is shrunk: these are the published values.
+    assert (cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, point_cfg.NUM_CLASSES) == (19, 19)
+    assert (point_cfg.FC_DIM, point_cfg.NUM_FC, point_cfg.COARSE_PRED_EACH_LAYER) == (256, 3, False)
+    assert (point_cfg.TRAIN_NUM_POINTS, point_cfg.SUBDIVISION_NUM_POINTS) == (2048, 8192)
+    reference_model = build_model(cfg).eval()
+    return reference_model, save_reference(
+        reference_model, tmp_path_factory.mktemp("cityscapes_reference")
+    )
+
+
+def test_detectron2_cityscapes_checkpoint_loads_whole_into_our_cityscapes_config(
+    cityscapes_reference,
+):
+    reference_model, checkpoint = cityscapes_reference
+    ours = load_ours(shrunk_cityscapes_cfg(), checkpoint, reference_model)
+    image = torch.randint(0, 256, (3, 128, 256)).float()
+    with torch.no_grad():
+        expected = reference_model([{"image": image}])[0]["sem_seg"]
+        actual = ours([{"image": image}])[0]["sem_seg"]
+    assert actual.shape == (19, 128, 256)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5)
+
+
+def test_coarse_logits_at_every_layer_cannot_load_detectron2s_cityscapes_checkpoint(
+    cityscapes_reference,
+):
+    """The issue: with COARSE_PRED_EACH_LAYER True (our former semantic base), fc2, fc3 and the
+    predictor have other shapes; detectron2 skipped them with warnings, ours names them."""
+    _, checkpoint = cityscapes_reference
+    ours = build_model(shrunk_cityscapes_cfg("MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER", True))
+    with pytest.raises(CheckpointMismatchError) as error:
+        SafeCheckpointer(ours).load(checkpoint)
+    rows = [line.split("|")[1:3] for line in str(error.value).splitlines() if line.startswith("| ")]
+    assert {name.strip(): why.strip() for name, why in rows[1:]} == {
+        f"sem_seg_head.point_head.{layer}.weight": (
+            f"shape ({out}, 256, 1) in the checkpoint, ({out}, 275, 1) in the model"
+        )
+        for layer, out in (("fc2", 256), ("fc3", 256), ("predictor", 19))
+    }
 
 
 @pytest.mark.parametrize("height,width", [(128, 192), (100, 150)])
