@@ -112,7 +112,7 @@ def _pickle_damage(f: IO[bytes]) -> str | None:
     return None
 
 
-def file_damage(path: str) -> str | None:
+def _file_damage(path: str) -> str | None:
     """
     Why the local file ``path`` cannot be a whole checkpoint, or None if it looks intact: it is
     empty; a zip archive (torch.save's format) that is truncated, fails a CRC check or holds no
@@ -168,7 +168,7 @@ def _group(names: Iterable[str]) -> list[str]:
     return grouped
 
 
-def mismatch_table(incompatible) -> str:
+def _mismatch_table(incompatible) -> str:
     """
     The tensors that a load left out, and why, as a table: fvcore's ``_IncompatibleKeys``
     (``missing_keys``, ``incorrect_shapes``, ``unexpected_keys``).
@@ -286,7 +286,7 @@ class SafeCheckpointer(DetectionCheckpointer):
             raise FileNotFoundError(f"Checkpoint {self._source(path)} does not exist")
         # Refused before detectron2 downloads a URL.
         if not self.allow_unsafe_pickle and urlparse(path).path.endswith(_PICKLE_EXTENSIONS):
-            damage = file_damage(path) if local else None
+            damage = _file_damage(path) if local else None
             if damage is not None:
                 raise self._corrupt(path, damage)
             raise UnsafeCheckpointError(
@@ -305,7 +305,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         # torch does not check its archives' CRCs, and reports a truncated or foreign file as a
         # zip-reader, EOF, key or unpickling error (the last is also how it refuses foreign
         # objects): look at the file first, without running anything in it.
-        damage = file_damage(filename)
+        damage = _file_damage(filename)
         if damage is not None:
             raise self._corrupt(filename, damage)
         try:
@@ -319,7 +319,7 @@ class SafeCheckpointer(DetectionCheckpointer):
                 f"{_HOW_TO_ALLOW}"
             ) from error
         except (EOFError, RuntimeError) as error:
-            # Damage past what file_damage reads, e.g. torch's legacy format cut short.
+            # Damage past what _file_damage reads, e.g. torch's legacy format cut short.
             raise self._corrupt(filename, str(error)) from error
 
     def _torch_load(self, f: str) -> dict[str, Any]:
@@ -330,7 +330,7 @@ class SafeCheckpointer(DetectionCheckpointer):
         # mismatch is known, and where detectron2 would only warn about it.
         if not any(incompatible):
             return
-        table = mismatch_table(incompatible)
+        table = _mismatch_table(incompatible)
         if self._resuming:
             raise CheckpointMismatchError(
                 f"Checkpoint {self._source(self._loading)} does not fit the model, so it was "
