@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
 from tabulate import tabulate
 from torch import nn
 
@@ -41,6 +42,7 @@ __all__ = [
     "SafeCheckpointer",
     "UnsafeCheckpointError",
     "atomic_write",
+    "load_weights_for_inference",
 ]
 
 # Formats that detectron2 reads with plain pickle.load / torch.load(weights_only=False).
@@ -348,3 +350,26 @@ class SafeCheckpointer(DetectionCheckpointer):
             f"Loaded {self._loading} partially (MODEL.ALLOW_PARTIAL_WEIGHTS): these tensors keep "
             f"their initialisation or are unused:\n{table}"
         )
+
+
+def load_weights_for_inference(
+    model: nn.Module, cfg: CfgNode, *, save_dir: str = "", resume: bool = False
+) -> None:
+    """
+    Load the weights that evaluation or inference runs with: MODEL.WEIGHTS, or with ``resume``
+    the checkpoint named by ``save_dir/last_checkpoint`` if there is one. The load is strict
+    (MODEL.ALLOW_PARTIAL_WEIGHTS does not apply): a partly loaded model's results are meaningless.
+
+    Raises:
+        ValueError: there are no weights to load (MODEL.WEIGHTS is empty).
+        the errors of :meth:`SafeCheckpointer.load`.
+    """
+    checkpointer = SafeCheckpointer(
+        model, save_dir, allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE
+    )
+    if not cfg.MODEL.WEIGHTS and not (resume and checkpointer.has_checkpoint()):
+        raise ValueError(
+            "MODEL.WEIGHTS is empty: evaluation and inference need trained weights, e.g. "
+            "MODEL.WEIGHTS output/pointrend_semseg/model_final.pth"
+        )
+    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)

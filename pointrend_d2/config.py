@@ -14,6 +14,9 @@ def add_pointrend_config(cfg: CN) -> None:
     # Random crops are retried until no single class covers more than this fraction of the crop
     # (1.0 disables the constraint).
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
+    # SSD's colour distortion (brightness, contrast, saturation, hue) after the crop, as in
+    # detectron2's PointRend semantic training; its Cityscapes recipe turns it on.
+    cfg.INPUT.COLOR_AUG_SSD = False
 
     # Dataset spec files (YAML or JSON) of image + label-PNG folders, registered by
     # pointrend_d2.data.register_datasets_from_config before training (see data/folder.py).

@@ -110,6 +110,7 @@ class Trainer(DefaultTrainer):
             load_dataset_records([name], "DATASETS.TEST")
         # Read by the checkpointer setter, which DefaultTrainer.__init__ calls before self.cfg.
         self._allow_unsafe_pickle = cfg.MODEL.ALLOW_UNSAFE_PICKLE
+        self._allow_partial_weights = cfg.MODEL.ALLOW_PARTIAL_WEIGHTS
         with _ddp_without_device_ids_on_cpu(cfg):
             super().__init__(cfg)
 
@@ -126,6 +127,7 @@ class Trainer(DefaultTrainer):
             checkpointer.model,
             checkpointer.save_dir,
             allow_unsafe_pickle=self._allow_unsafe_pickle,
+            allow_partial_weights=self._allow_partial_weights,
             **checkpointer.checkpointables,
         )
 

@@ -2,7 +2,7 @@
 Inference on single images, the one pre-processing path of every tool: an image file or array is
 read and resized exactly as the test data loader does (:class:`SemanticDatasetMapper` with the
 config's test augmentation), and the model is built and loaded weights-only
-(:class:`SafeCheckpointer`).
+(:func:`pointrend_d2.checkpoint.load_weights_for_inference`).
 
 Images are (H, W, 3) uint8 numpy arrays in the config's ``INPUT.FORMAT`` ("BGR" or "RGB").
 """
@@ -14,7 +14,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from torch import nn
 
-from .checkpoint import SafeCheckpointer
+from .checkpoint import load_weights_for_inference
 from .data.mapper import SemanticDatasetMapper
 
 __all__ = ["Predictor", "build_model_input", "check_image_array"]
@@ -66,7 +66,8 @@ def build_model_input(mapper: SemanticDatasetMapper, image: str | np.ndarray) ->
 class Predictor:
     """
     detectron2's ``DefaultPredictor`` for pointrend_d2: builds the model of ``cfg``, loads
-    ``MODEL.WEIGHTS`` with :class:`SafeCheckpointer` and runs it on one image at a time.
+    ``MODEL.WEIGHTS`` (strictly, weights-only: :func:`load_weights_for_inference`) and runs it on
+    one image at a time.
 
         predictor = Predictor(cfg)
         sem_seg = predictor("image.png")["sem_seg"]  # (K, H, W) logits at the image's size
@@ -81,9 +82,7 @@ class Predictor:
         self.cfg = cfg.clone()
         if model is None:
             model = build_model(self.cfg)
-            SafeCheckpointer(model, allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE).load(
-                cfg.MODEL.WEIGHTS
-            )
+            load_weights_for_inference(model, self.cfg)
         self.model = model.eval()
         self.mapper = SemanticDatasetMapper(self.cfg, is_train=False)
 

@@ -108,8 +108,10 @@ def test_coco_configs_are_detectron2s_recipe(config, depth):
     reference = detectron2_coco_semantic_cfg()
     assert ours.SOLVER == reference.SOLVER
     our_input = ours.INPUT.clone()
-    # Our key, for crops; COCO's recipe has none.
+    # Our keys, for crops and detectron2's PointRend colour augmentation (off, as in its COCO
+    # recipe, whose base config does not have the key).
     del our_input.CROP["SINGLE_CATEGORY_MAX_AREA"]
+    assert our_input.pop("COLOR_AUG_SSD") is False
     assert our_input == reference.INPUT
     assert not ours.INPUT.CROP.ENABLED
     assert ours.DATASETS.TRAIN == ("coco_2017_train_panoptic_stuffonly",)

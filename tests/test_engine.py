@@ -40,6 +40,7 @@ def trainer(tmp_path):
             "INPUT.MIN_SIZE_TRAIN": (64,),
             "DATALOADER.NUM_WORKERS": 0,
             "MODEL.ALLOW_UNSAFE_PICKLE": True,
+            "MODEL.ALLOW_PARTIAL_WEIGHTS": True,
             "OUTPUT_DIR": str(tmp_path / "out"),
         }
     )
@@ -50,7 +51,7 @@ def trainer(tmp_path):
 
 def test_trainer_saves_and_loads_through_the_safe_checkpointer(trainer):
     assert type(trainer.checkpointer) is SafeCheckpointer
-    assert trainer.checkpointer.allow_unsafe_pickle
+    assert trainer.checkpointer.allow_unsafe_pickle and trainer.checkpointer.allow_partial_weights
     assert trainer.checkpointer.model is trainer.model
     # The optimizer and scheduler are saved within the trainer's state, as detectron2 does.
     assert set(trainer.checkpointer.checkpointables) == {"trainer"}

@@ -252,8 +252,6 @@ FPN_DIFFERENCES = {
     # Our registered names (same parameters, same outputs).
     "MODEL.SEM_SEG_HEAD.NAME": "PointRendSemanticHead",
     "MODEL.POINT_HEAD.NAME": "MLPPointHead",
-    # Not implemented by pointrend_d2 yet.
-    "INPUT.COLOR_AUG_SSD": MISSING,
 }
 FPN_R50_DIFFERENCES = {
     **FPN_DIFFERENCES,

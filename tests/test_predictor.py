@@ -53,3 +53,8 @@ def test_arrays_that_are_not_8_bit_colour_images_are_refused(predictor, image, m
 def test_a_missing_image_file_is_named(predictor, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"Image file .*missing.png does not exist"):
         predictor(str(tmp_path / "missing.png"))
+
+
+def test_inference_without_weights_is_refused():
+    with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty: evaluation and inference need"):
+        Predictor(small_fpn_cfg())

@@ -21,7 +21,7 @@ import detectron2.utils.comm as comm
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 
-from pointrend_d2.checkpoint import SafeCheckpointer
+from pointrend_d2.checkpoint import load_weights_for_inference
 from pointrend_d2.config import setup_cfg
 from pointrend_d2.data import register_datasets_from_config
 from pointrend_d2.engine import Trainer
@@ -65,9 +65,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        SafeCheckpointer(
-            model, save_dir=cfg.OUTPUT_DIR, allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE
-        ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        load_weights_for_inference(model, cfg, save_dir=cfg.OUTPUT_DIR, resume=args.resume)
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
