@@ -234,25 +234,23 @@ def assert_evaluated(output: str) -> None:
 
 
 @pytest.mark.slow
-def test_coco_stuffonly_trains_and_evaluates(tmp_path, monkeypatch):
-    make_coco_stuffonly(tmp_path / "datasets")
-    # detectron2 registers its builtin COCO sets at import, under this folder.
+@pytest.mark.parametrize(
+    ("make_layout", "config", "val_dataset"),
+    [
+        (make_coco_stuffonly, COCO_R50, "coco_2017_val_panoptic_stuffonly"),
+        (make_ade20k, ADE_R50, "ade20k_150_val"),
+    ],
+)
+def test_config_trains_and_evaluates_on_its_layout(
+    tmp_path, monkeypatch, make_layout, config, val_dataset
+):
+    make_layout(tmp_path / "datasets")
+    # detectron2 registers its builtin COCO sets at import, and the ADE20K spec names its folders,
+    # under this folder.
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
     output = run_train_net(
-        "--config-file", str(REPO / "configs" / COCO_R50),
+        "--config-file", str(REPO / "configs" / config),
         *TINY_RUN_OPTS, "OUTPUT_DIR", str(tmp_path / "out"),
     )  # fmt: skip
     assert_evaluated(output)
-    assert "coco_2017_val_panoptic_stuffonly" in output
-
-
-@pytest.mark.slow
-def test_ade20k_trains_and_evaluates(tmp_path, monkeypatch):
-    make_ade20k(tmp_path / "datasets")
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
-    output = run_train_net(
-        "--config-file", str(REPO / "configs" / ADE_R50),
-        *TINY_RUN_OPTS, "OUTPUT_DIR", str(tmp_path / "out"),
-    )  # fmt: skip
-    assert_evaluated(output)
-    assert "ade20k_150_val" in output
+    assert val_dataset in output
