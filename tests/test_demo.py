@@ -2,16 +2,19 @@
 
 import importlib.util
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 from PIL import Image
 
+from pointrend_d2.config import setup_cfg
 from pointrend_d2.data import register_textured_shapes
+from pointrend_d2.export import export_model
 from pointrend_d2.visualization import trace_subdivision
 from tests.helpers import REPO, small_fpn_cfg
 
@@ -34,7 +37,7 @@ def tiny_val_images(tmp_path_factory):
         str(root), num_train=2, num_val=2, height=HEIGHT, width=WIDTH, prefix=prefix
     )
     DatasetCatalog.get(f"{prefix}_val")  # generates the split
-    return f"{prefix}_val", root / "val" / "images"
+    return f"{prefix}_val", Path(MetadataCatalog.get(f"{prefix}_val").image_root)
 
 
 def tiny_model_files(tmp_path, head="PointRendSemanticHead"):
@@ -105,6 +108,27 @@ def test_demo_single_file_glob_and_errors(tmp_path, tiny_val_images):
     assert [p.name for p in output.iterdir()] == ["val_0000.png"]
     with pytest.raises(SystemExit, match="PointRendSemanticHead"):
         demo.main(args[:-3] + ["--show-points"] + args[-3:])  # ... but has no subdivision
+
+
+def test_demo_runs_an_exported_model(tmp_path, tiny_val_images):
+    """--exported draws the same overlays as the eager model it was exported from."""
+    _, tiny_val_images = tiny_val_images
+    config, weights, _ = tiny_model_files(tmp_path)
+    exported = tmp_path / "exported"
+    export_model(setup_cfg(config, ["MODEL.WEIGHTS", weights]), str(exported), "torch_export")
+    demo = load_tool("demo")
+    common = ["--input", str(tiny_val_images), "--output"]
+    demo.main(["--exported", str(exported), *common, str(tmp_path / "from_exported")])
+    demo.main(
+        ["--config-file", config, *common, str(tmp_path / "eager"), "--opts", "MODEL.WEIGHTS",
+         weights]
+    )  # fmt: skip
+    for stem in ("val_0000", "val_0001"):
+        overlay = read_png(tmp_path / "from_exported" / f"{stem}.png")
+        assert overlay.shape == (HEIGHT, WIDTH, 3)
+        np.testing.assert_array_equal(overlay, read_png(tmp_path / "eager" / f"{stem}.png"))
+    with pytest.raises(SystemExit, match="need the eager model"):
+        demo.main(["--exported", str(exported), *common, str(tmp_path / "x"), "--show-points"])
 
 
 @pytest.mark.parametrize("selection", ["bounded", "topk"])
