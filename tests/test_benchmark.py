@@ -1,4 +1,7 @@
-"""Smoke run of tools/benchmark.py: it runs and reports in its documented format (not timings)."""
+"""
+Smoke runs of tools/benchmark.py and tools/benchmark_export.py: they run and report in their
+documented format (not timings).
+"""
 
 import json
 import subprocess
@@ -6,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, small_fpn_cfg
 
 
 @pytest.mark.slow
@@ -46,3 +49,26 @@ def test_benchmark_quick_run_reports_all_parts(tmp_path):
         assert heading in result.stdout
     assert "(c) ours, bounded" in result.stdout and "(d) ours, top-k" in result.stdout
     assert "/ (c)" in result.stdout and "argmax equal: False" not in result.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_export_quick_run_reports_all_variants(tmp_path):
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(small_fpn_cfg(5).dump())
+    output_json = tmp_path / "benchmark_export.json"
+    command = [
+        sys.executable, str(REPO / "tools" / "benchmark_export.py"), "--config-file",
+        str(config_file), "--random-weights", "--size", "64", "96", "--repeats", "1",
+        "--json", str(output_json),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, check=False, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output_json.read_text())
+    assert set(results["whole_ms"]) == {"eager_bounded", "eager_topk", "torch_export", "onnx"}
+    assert set(results["export_s"]) == {"torch_export", "onnx"}
+    for check in results["output_checks"].values():
+        assert check["argmax_agreement"] == 1.0 and check["max_rel_diff"] < 1e-4
+    for text in ("/ bounded", "torch.export (.pt2)", "ONNX Runtime vs eager output"):
+        assert text in result.stdout
