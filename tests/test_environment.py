@@ -68,7 +68,11 @@ def imported_distributions(paths) -> tuple[set[str], set[str]]:
                 names = [node.module]
             else:
                 continue
-            for top in {name.split(".")[0] for name in names} - OWN_OR_PREINSTALLED:
+            # A tool may import its sibling scripts in tools/ (on sys.path when it runs).
+            siblings = (
+                {p.stem for p in path.parent.glob("*.py")} if path.parent.name == "tools" else set()
+            )
+            for top in {name.split(".")[0] for name in names} - OWN_OR_PREINSTALLED - siblings:
                 if top in sys.stdlib_module_names:
                     continue
                 assert top in providers, f"{top} (imported by {path}) is not installed"
