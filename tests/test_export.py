@@ -34,6 +34,9 @@ MODELS = {
     "fpn_baseline": lambda: small_fpn_cfg(
         5, **{"MODEL.SEM_SEG_HEAD.NAME": "SemanticFPNCoarseHead"}
     ),
+    "deeplab_baseline": lambda: small_deeplab_cfg(
+        5, **{"MODEL.SEM_SEG_HEAD.NAME": "DeepLabV3CoarseHead"}
+    ),
 }
 
 
@@ -69,6 +72,7 @@ def load_cfg(config_file: str, weights: str):
         pytest.param(("deeplab", "torch_export"), marks=pytest.mark.slow),
         pytest.param(("deeplab", "onnx"), marks=pytest.mark.slow),
         pytest.param(("fpn_baseline", "torch_export"), marks=pytest.mark.slow),
+        pytest.param(("deeplab_baseline", "onnx"), marks=pytest.mark.slow),
     ],
     ids=lambda p: "-".join(p),
 )
