@@ -19,7 +19,7 @@ from .config_checks import (
 from .losses import point_loss
 from .point_features import point_sample, sample_uncertain_points
 from .point_head import build_point_head
-from .subdivision import subdivision_inference
+from .subdivision import SubdivisionStep, subdivision_inference
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -178,7 +178,12 @@ class PointRendSemanticHead(nn.Module):
         coarse_features = point_sample(coarse_logits, point_coords)
         return self.point_head(fine_grained_features, coarse_features)
 
-    def subdivision_inference(self, features: dict[str, Tensor], coarse_logits: Tensor) -> Tensor:
+    def subdivision_inference(
+        self,
+        features: dict[str, Tensor],
+        coarse_logits: Tensor,
+        on_step: Callable[[SubdivisionStep], None] | None = None,
+    ) -> Tensor:
         """
         Adaptive subdivision: per step, upsample the logits 2x bilinearly, select the most
         uncertain cells and overwrite their logits with the point head's prediction (see
@@ -187,6 +192,7 @@ class PointRendSemanticHead(nn.Module):
         Args:
             features: backbone maps by name.
             coarse_logits: (N, K, H_c, W_c) coarse logits.
+            on_step: called after each step with its record (for pictures and tests).
 
         Returns:
             (N, K, H_c * 2**steps, W_c * 2**steps) refined logits.
@@ -199,4 +205,5 @@ class PointRendSemanticHead(nn.Module):
             predict_points=lambda point_coords: self.predict_points(
                 features, coarse_logits, point_coords
             ),
+            on_step=on_step,
         )

@@ -107,16 +107,7 @@ def trace_subdivision(model: SemanticSegmentor, batched_input: dict) -> list[Sub
         )
 
     # The head's own subdivision, with its settings; on_step records each step.
-    subdivision.subdivision_inference(
-        coarse_logits,
-        head.subdivision_steps,
-        head.subdivision_num_points,
-        selection=head.subdivision_selection,
-        predict_points=lambda point_coords: head.predict_points(
-            features, coarse_logits, point_coords
-        ),
-        on_step=record,
-    )
+    head.subdivision_inference(features, coarse_logits, on_step=record)
     return steps
 
 
