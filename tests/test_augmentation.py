@@ -13,10 +13,14 @@ from tests.helpers import small_fpn_cfg
 
 
 def distort(image, **overrides):
-    parameters = dict(
-        brightness_delta=0.0, contrast=1.0, saturation=1.0, hue_delta=0, contrast_first=True
-    )
-    parameters.update(overrides)
+    parameters = {
+        "brightness_delta": 0.0,
+        "contrast": 1.0,
+        "saturation": 1.0,
+        "hue_delta": 0,
+        "contrast_first": True,
+        **overrides,
+    }
     return PhotometricDistortionTransform(**parameters, image_format="BGR").apply_image(image)
 
 
@@ -38,9 +42,13 @@ def test_each_distortion_does_what_it_says():
 
 def test_rgb_images_get_the_same_distortion_in_their_channel_order():
     bgr = np.random.default_rng(1).integers(0, 256, (5, 5, 3), dtype=np.uint8)
-    parameters = dict(
-        brightness_delta=5.0, contrast=0.8, saturation=1.3, hue_delta=7, contrast_first=False
-    )
+    parameters = {
+        "brightness_delta": 5.0,
+        "contrast": 0.8,
+        "saturation": 1.3,
+        "hue_delta": 7,
+        "contrast_first": False,
+    }
     from_bgr = PhotometricDistortionTransform(**parameters, image_format="BGR").apply_image(bgr)
     from_rgb = PhotometricDistortionTransform(**parameters, image_format="RGB").apply_image(
         np.ascontiguousarray(bgr[:, :, ::-1])
