@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.fx.experimental import _config as fx_config
 from torch.nn import functional as F
 
-from .checkpoint import SafeCheckpointer
+from .checkpoint import load_weights_for_inference
 from .config_checks import validate_dataset_classes
 from .data import register_datasets_from_config
 from .deploy import ARTIFACT_FILES, ExportMetadata
@@ -129,7 +129,8 @@ def build_exportable_model(cfg: CfgNode) -> ExportableSegmentor:
     Raises:
         ValueError: not a semantic model, "bounded" selection, or no MODEL.WEIGHTS.
         FileNotFoundError, pointrend_d2.checkpoint.CheckpointMismatchError, ...: the errors of
-            :class:`SafeCheckpointer` (a missing file, weights that do not fit the model).
+            :func:`load_weights_for_inference` (a missing file, weights that do not fit the
+            model).
     """
     cfg = cfg.clone()
     cfg.defrost()
@@ -141,18 +142,13 @@ def build_exportable_model(cfg: CfgNode) -> ExportableSegmentor:
             "candidates depends on the data); use auto or topk (the same cells)"
         )
     cfg.MODEL.POINT_HEAD.SUBDIVISION_SELECTION = "topk"
-    if not cfg.MODEL.WEIGHTS:
-        raise ValueError("MODEL.WEIGHTS is empty: give the trained checkpoint to export")
     model = build_model(cfg)
     if not isinstance(model, SemanticSegmentor):
         raise ValueError(
             f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE}: only semantic segmentation "
             "models (SemanticSegmentor and its subclasses) can be exported"
         )
-    # Weights-only, and every tensor of the model must come from the checkpoint.
-    SafeCheckpointer(model, allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE).load(
-        cfg.MODEL.WEIGHTS
-    )
+    load_weights_for_inference(model, cfg)
     return ExportableSegmentor(model.eval()).eval()
 
 
