@@ -29,6 +29,10 @@ On disk (both PNG, lossless), one folder per split and set of generation paramet
 ``<key>`` hashes every parameter the files depend on (:data:`DATASET_VERSION`, split, number of
 images, seed, height, width), so other parameters never reuse a folder generated for different
 ones, and the same parameters always reuse it.
+
+The same generator also yields instances (:func:`generate_textured_shapes_instances`): which
+painted shape owns each pixel. The instance-segmentation version of the dataset, in COCO format,
+is in :mod:`pointrend_d2.data.instances`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import shutil
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -57,6 +62,7 @@ __all__ = [
     "IGNORE_LABEL",
     "default_dataset_root",
     "generate_textured_shapes_image",
+    "generate_textured_shapes_instances",
     "generate_textured_shapes_split",
     "load_textured_shapes",
     "register_textured_shapes",
@@ -158,11 +164,19 @@ def _paint(
     mask: np.ndarray,
     colors: np.ndarray,
     class_id: int,
+    instance_map: np.ndarray | None = None,
+    instance_id: int = 0,
 ) -> None:
-    """Paints ``colors`` ((h, w, 3) or (3,)) and ``class_id`` where ``mask`` (h, w) is set."""
+    """
+    Paints ``colors`` ((h, w, 3) or (3,)) and ``class_id`` where ``mask`` (h, w) is set, and, if
+    an ``instance_map`` is given, ``instance_id`` there: the shape now owns those pixels (0: no
+    instance).
+    """
     image_window, label_window = image[rows, cols], label[rows, cols]
     image_window[mask] = colors[mask] if colors.ndim == 3 else colors
     label_window[mask] = class_id
+    if instance_map is not None:
+        instance_map[rows, cols][mask] = instance_id
 
 
 def _paint_background(rng: np.random.Generator, image: np.ndarray) -> None:
@@ -177,7 +191,12 @@ def _paint_background(rng: np.random.Generator, image: np.ndarray) -> None:
 
 
 def _paint_blob(
-    rng: np.random.Generator, image: np.ndarray, label: np.ndarray, scale: float
+    rng: np.random.Generator,
+    image: np.ndarray,
+    label: np.ndarray,
+    scale: float,
+    instance_map: np.ndarray | None = None,
+    instance_id: int = 0,
 ) -> None:
     """A rotated superellipse with a wobbly outline, filled with soft-edged stripes."""
     height, width = label.shape
@@ -202,11 +221,17 @@ def _paint_blob(
     across, _ = _rotate(x, y, rng.uniform(0.0, np.pi))
     phase = np.float32(2 * np.pi / rng.uniform(9.0, 15.0)) * across + rng.uniform(0, 2 * np.pi)
     weight = np.clip(0.5 + 0.8 * np.sin(phase), 0.0, 1.0)
-    _paint(image, label, rows, cols, mask, _blend(*_sample_color_pair(rng, BLOB), weight), BLOB)
+    colors = _blend(*_sample_color_pair(rng, BLOB), weight)
+    _paint(image, label, rows, cols, mask, colors, BLOB, instance_map, instance_id)
 
 
 def _paint_ring(
-    rng: np.random.Generator, image: np.ndarray, label: np.ndarray, scale: float
+    rng: np.random.Generator,
+    image: np.ndarray,
+    label: np.ndarray,
+    scale: float,
+    instance_map: np.ndarray | None = None,
+    instance_id: int = 0,
 ) -> None:
     """An elliptical annulus (sometimes an open arc) filled with a small rotated checkerboard."""
     height, width = label.shape
@@ -236,7 +261,7 @@ def _paint_ring(
     cell = np.float32(rng.uniform(3.0, 5.0))
     weight = ((np.floor(u / cell) + np.floor(v / cell)) % 2).astype(np.float32)
     colors = _blend(*_sample_color_pair(rng, RING), weight)
-    _paint(image, label, rows, cols, mask.astype(bool), colors, RING)
+    _paint(image, label, rows, cols, mask.astype(bool), colors, RING, instance_map, instance_id)
 
 
 def _wire_points(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -268,7 +293,13 @@ def _disc_kernel(diameter: int) -> np.ndarray:
     return (offsets[:, None] ** 2 + offsets[None, :] ** 2 < (diameter / 2) ** 2).astype(np.uint8)
 
 
-def _paint_wire(rng: np.random.Generator, image: np.ndarray, label: np.ndarray) -> None:
+def _paint_wire(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    label: np.ndarray,
+    instance_map: np.ndarray | None = None,
+    instance_id: int = 0,
+) -> None:
     """A thin (1-4 px) curve in a plain colour; aliased, so its label is exactly what is drawn."""
     height, width = label.shape
     thickness = int(rng.integers(1, 5))
@@ -284,10 +315,17 @@ def _paint_wire(rng: np.random.Generator, image: np.ndarray, label: np.ndarray) 
     # wanted diameter gives every width from 1 to 4 px.
     cv2.polylines(mask, [local_points], False, 1, thickness=1, lineType=cv2.LINE_8)
     mask = cv2.dilate(mask, _disc_kernel(thickness))
-    _paint(image, label, rows, cols, mask.astype(bool), _sample_color(rng, WIRE), WIRE)
+    color = _sample_color(rng, WIRE)
+    _paint(image, label, rows, cols, mask.astype(bool), color, WIRE, instance_map, instance_id)
 
 
-def _paint_dot(rng: np.random.Generator, image: np.ndarray, label: np.ndarray) -> None:
+def _paint_dot(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    label: np.ndarray,
+    instance_map: np.ndarray | None = None,
+    instance_id: int = 0,
+) -> None:
     """A small disc (radius 3-10 px) in a plain colour."""
     height, width = label.shape
     radius = int(rng.integers(3, 11))
@@ -296,15 +334,22 @@ def _paint_dot(rng: np.random.Generator, image: np.ndarray, label: np.ndarray) -
     mask = np.zeros((rows.stop - rows.start, cols.stop - cols.start), dtype=np.uint8)
     local_center = (round(center_x) - cols.start, round(center_y) - rows.start)
     cv2.circle(mask, local_center, radius, 1, thickness=-1, lineType=cv2.LINE_8)
-    _paint(image, label, rows, cols, mask.astype(bool), _sample_color(rng, DOT), DOT)
+    color = _sample_color(rng, DOT)
+    _paint(image, label, rows, cols, mask.astype(bool), color, DOT, instance_map, instance_id)
 
 
 def _paint_void(
-    rng: np.random.Generator, image: np.ndarray, label: np.ndarray, scale: float
+    rng: np.random.Generator,
+    image: np.ndarray,
+    label: np.ndarray,
+    scale: float,
+    instance_map: np.ndarray | None = None,
+    instance_id: int = 0,
 ) -> None:
     """
     An ignore region: a rectangle or irregular polygon, half-transparent over whatever is below
-    and filled with coarse colour noise, so it is visible in the image but not scored.
+    and filled with coarse colour noise, so it is visible in the image but not scored. Its pixels
+    belong to no instance (``instance_id`` 0 there).
     """
     height, width = label.shape
     radius = max(rng.uniform(12.0, 40.0) * scale, 4.0)
@@ -323,7 +368,8 @@ def _paint_void(
         mask = mask.astype(bool)
     coarse = rng.uniform(0.0, 255.0, size=(4, 4, 3)).astype(np.float32)
     noise = cv2.resize(coarse, mask.shape[::-1], interpolation=cv2.INTER_NEAREST)
-    _paint(image, label, rows, cols, mask, 0.5 * image[rows, cols] + 0.5 * noise, IGNORE_LABEL)
+    colors = 0.5 * image[rows, cols] + 0.5 * noise
+    _paint(image, label, rows, cols, mask, colors, IGNORE_LABEL, instance_map, instance_id)
 
 
 def generate_textured_shapes_image(
@@ -342,6 +388,33 @@ def generate_textured_shapes_image(
         (image, label): image of shape (height, width, 3), uint8, RGB; label of shape
         (height, width), uint8, with class indices into :data:`CLASSES` or :data:`IGNORE_LABEL`.
     """
+    image, label, _ = _generate(seed, split, index, height, width, with_instances=False)
+    return image, label
+
+
+def generate_textured_shapes_instances(
+    seed: int, split: str, index: int, height: int = 512, width: int = 1024
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    :func:`generate_textured_shapes_image` (the same image and label, pixel for pixel) and which
+    shape owns each pixel.
+
+    Returns:
+        (image, label, instance_map): ``instance_map`` of shape (height, width), int32: 0 where
+        no shape is visible (background and void patches), else the id of the shape painted
+        last there (ids 1, 2, ... in painting order; later shapes occlude earlier ones, so a
+        shape's pixels are its visible part, maybe in several pieces, and some ids may have no
+        pixels). A shape's pixels all have its class in ``label``.
+    """
+    image, label, instance_map = _generate(seed, split, index, height, width, with_instances=True)
+    assert instance_map is not None
+    return image, label, instance_map
+
+
+def _generate(
+    seed: int, split: str, index: int, height: int, width: int, *, with_instances: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The generator of both functions above; ``instance_map`` is None without instances."""
     rng = np.random.default_rng([seed, _split_id(split), index])
     scale = min(height / _REFERENCE_HEIGHT, width / _REFERENCE_WIDTH)
     area_scale = height * width / (_REFERENCE_HEIGHT * _REFERENCE_WIDTH)
@@ -353,21 +426,24 @@ def generate_textured_shapes_image(
 
     image = np.empty((height, width, 3), dtype=np.float32)
     label = np.full((height, width), BACKGROUND, dtype=np.uint8)
+    # Recording instances draws no random numbers, so image and label do not depend on it.
+    instance_map = np.zeros((height, width), dtype=np.int32) if with_instances else None
     _paint_background(rng, image)
     # Large shapes first, then thin and small ones, so those are rarely hidden entirely.
     large = [BLOB] * count(5, 8, scale**2) + [RING] * count(6, 10, scale**2)
     small = [WIRE] * count(6, 10, scale) + [DOT] * count(40, 80, 1.0)
-    for class_id in [*rng.permutation(large), *rng.permutation(small)]:
+    shapes = [*rng.permutation(large), *rng.permutation(small)]
+    for instance_id, class_id in enumerate(shapes, start=1):
         if class_id == BLOB:
-            _paint_blob(rng, image, label, scale)
+            _paint_blob(rng, image, label, scale, instance_map, instance_id)
         elif class_id == RING:
-            _paint_ring(rng, image, label, scale)
+            _paint_ring(rng, image, label, scale, instance_map, instance_id)
         elif class_id == WIRE:
-            _paint_wire(rng, image, label)
+            _paint_wire(rng, image, label, instance_map, instance_id)
         else:
-            _paint_dot(rng, image, label)
+            _paint_dot(rng, image, label, instance_map, instance_id)
     for _ in range(int(rng.integers(0, 3))):
-        _paint_void(rng, image, label, scale)
+        _paint_void(rng, image, label, scale, instance_map)
 
     # Photometric nuisance for the whole image: colour cast, contrast, brightness, pixel noise.
     image *= rng.uniform(0.85, 1.15, size=3).astype(np.float32)
@@ -375,7 +451,7 @@ def generate_textured_shapes_image(
     image = (image - mean) * np.float32(rng.uniform(0.7, 1.3)) + mean + rng.uniform(-30.0, 30.0)
     noise_sigma = np.float32(rng.uniform(10.0, 20.0))
     image += rng.standard_normal((height, width, 3), dtype=np.float32) * noise_sigma
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label, instance_map
 
 
 def _file_stem(split: str, index: int) -> str:
@@ -394,6 +470,12 @@ def _split_parameters(split: str, num_images: int, seed: int, height: int, width
     }
 
 
+def _keyed_dir(root: str, stem: str, parameters: dict) -> str:
+    """``<root>/<stem>-<key>``, ``<key>`` a hash of ``parameters`` (JSON-serialisable)."""
+    key = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode("utf-8")).hexdigest()
+    return os.path.join(root, f"{stem}-{key[:16]}")
+
+
 def textured_shapes_split_dir(
     root: str, split: str, num_images: int, *, seed: int = 0, height: int = 512, width: int = 1024
 ) -> str:
@@ -401,9 +483,54 @@ def textured_shapes_split_dir(
     The folder of a split generated with these parameters: ``<root>/<split>-<key>``, ``<key>``
     a hash of all of them and of :data:`DATASET_VERSION`. Nothing is read or written.
     """
-    parameters = _split_parameters(split, num_images, seed, height, width)
-    key = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode("utf-8")).hexdigest()
-    return os.path.join(root, f"{split}-{key[:16]}")
+    return _keyed_dir(root, split, _split_parameters(split, num_images, seed, height, width))
+
+
+def _write_rgb_png(path: str, image: np.ndarray) -> None:
+    """Writes an RGB uint8 image as PNG; OSError naming the path if that fails."""
+    if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"Could not write {path}")
+
+
+def _write_once(
+    root: str,
+    split_dir: str,
+    split: str,
+    parameters: dict,
+    write: Callable[[str], None],
+    description: str,
+) -> str:
+    """
+    Creates ``split_dir`` (a folder in ``root``) with the files ``write(folder)`` writes into
+    ``folder`` and ``parameters.json``, unless it exists: then it is returned as is.
+
+    Safe against crashes and concurrent callers: the files are written into a temporary sibling
+    directory that is renamed into place, so an existing ``split_dir`` is always complete. If
+    another process finishes first, this call's copy is discarded.
+    """
+    if os.path.isdir(split_dir):
+        return split_dir
+    os.makedirs(root, exist_ok=True)
+    logger.info("Generating %s into %s ...", description, split_dir)
+    start_time = time.perf_counter()
+    temporary_dir = tempfile.mkdtemp(prefix=f".{split}.incomplete-", dir=root)
+    try:
+        write(temporary_dir)
+        # For whoever looks into the cache: the key itself cannot be read back.
+        with open(os.path.join(temporary_dir, "parameters.json"), "w") as f:
+            json.dump(parameters, f, indent=2)
+        try:
+            os.rename(temporary_dir, split_dir)
+        except OSError:
+            if not os.path.isdir(split_dir):
+                raise
+            logger.info("Another process generated %s first; discarding this copy.", split_dir)
+        else:
+            logger.info("Generated %s in %.1f s.", split_dir, time.perf_counter() - start_time)
+    finally:
+        # Still there only if the rename did not happen (error, or another process won).
+        shutil.rmtree(temporary_dir, ignore_errors=True)
+    return split_dir
 
 
 def generate_textured_shapes_split(
@@ -427,51 +554,28 @@ def generate_textured_shapes_split(
     Returns:
         The split directory, with ``images/``, ``labels/`` and ``parameters.json``.
     """
-    split_dir = textured_shapes_split_dir(
-        root, split, num_images, seed=seed, height=height, width=width
-    )
-    if os.path.isdir(split_dir):
-        return split_dir
-    os.makedirs(root, exist_ok=True)
-    logger.info(
-        "Generating %d %dx%d images of the textured-shapes '%s' split into %s ...",
-        num_images,
-        height,
-        width,
-        split,
-        split_dir,
-    )
-    start_time = time.perf_counter()
-    temporary_dir = tempfile.mkdtemp(prefix=f".{split}.incomplete-", dir=root)
-    try:
-        image_dir = os.path.join(temporary_dir, "images")
-        label_dir = os.path.join(temporary_dir, "labels")
+
+    def write(folder: str) -> None:
+        image_dir = os.path.join(folder, "images")
+        label_dir = os.path.join(folder, "labels")
         os.makedirs(image_dir)
         os.makedirs(label_dir)
         for index in range(num_images):
             image, label = generate_textured_shapes_image(seed, split, index, height, width)
             stem = _file_stem(split, index)
-            image_path = os.path.join(image_dir, stem + ".png")
+            _write_rgb_png(os.path.join(image_dir, stem + ".png"), image)
             label_path = os.path.join(label_dir, stem + ".png")
-            if not cv2.imwrite(image_path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-                raise OSError(f"Could not write {image_path}")
             if not cv2.imwrite(label_path, label):
                 raise OSError(f"Could not write {label_path}")
-        # For whoever looks into the cache: the key itself cannot be read back.
-        with open(os.path.join(temporary_dir, "parameters.json"), "w") as f:
-            json.dump(_split_parameters(split, num_images, seed, height, width), f, indent=2)
-        try:
-            os.rename(temporary_dir, split_dir)
-        except OSError:
-            if not os.path.isdir(split_dir):
-                raise
-            logger.info("Another process generated %s first; discarding this copy.", split_dir)
-        else:
-            logger.info("Generated %s in %.1f s.", split_dir, time.perf_counter() - start_time)
-    finally:
-        # Still there only if the rename did not happen (error, or another process won).
-        shutil.rmtree(temporary_dir, ignore_errors=True)
-    return split_dir
+
+    return _write_once(
+        root,
+        textured_shapes_split_dir(root, split, num_images, seed=seed, height=height, width=width),
+        split,
+        _split_parameters(split, num_images, seed, height, width),
+        write,
+        f"{num_images} {height}x{width} images of the textured-shapes '{split}' split",
+    )
 
 
 def load_textured_shapes(split_dir: str) -> list[dict]:
