@@ -1,6 +1,7 @@
 """Evaluation of semantic segmentation beyond detectron2's: Boundary IoU, and IoU without
-detectron2's multi-class "BoundaryIoU" keys."""
+detectron2's multi-class "BoundaryIoU" keys; Boundary AP of instance segmentation."""
 
+from .boundary_ap import COCOBoundaryEvaluator
 from .boundary_iou import (
     BoundaryIoUEvaluator,
     SemSegIoUEvaluator,
@@ -11,6 +12,7 @@ from .boundary_iou import (
 
 __all__ = [
     "BoundaryIoUEvaluator",
+    "COCOBoundaryEvaluator",
     "SemSegIoUEvaluator",
     "boundary_band",
     "boundary_distance",
