@@ -16,6 +16,7 @@ from .semantic_seg import PointRendSemanticHead
 __version__ = "0.1.0"
 
 data.register_textured_shapes()
+data.register_textured_shapes_instances()
 
 __all__ = [
     "POINT_HEAD_REGISTRY",

@@ -1,6 +1,7 @@
 """
-Datasets for pointrend_d2: the embedded, procedurally generated "textured shapes" dataset, and
-custom image + label-PNG folders.
+Datasets for pointrend_d2: the embedded, procedurally generated "textured shapes" dataset
+(semantic, and instances in COCO format), custom image + label-PNG folders, and checked COCO
+instance json files.
 """
 
 from .folder import (
@@ -8,6 +9,13 @@ from .folder import (
     register_datasets_from_config,
     register_folder_dataset,
     register_folder_datasets_from_spec,
+)
+from .instances import (
+    generate_textured_shapes_instances_split,
+    load_checked_coco_json,
+    register_coco_instances,
+    register_textured_shapes_instances,
+    validate_coco_json,
 )
 from .mapper import SemanticDatasetMapper
 from .textured_shapes import (
@@ -17,6 +25,7 @@ from .textured_shapes import (
     IGNORE_LABEL,
     default_dataset_root,
     generate_textured_shapes_image,
+    generate_textured_shapes_instances,
     generate_textured_shapes_split,
     load_textured_shapes,
     register_textured_shapes,
@@ -31,12 +40,18 @@ __all__ = [
     "SemanticDatasetMapper",
     "default_dataset_root",
     "generate_textured_shapes_image",
+    "generate_textured_shapes_instances",
+    "generate_textured_shapes_instances_split",
     "generate_textured_shapes_split",
+    "load_checked_coco_json",
     "load_folder_dataset",
     "load_textured_shapes",
+    "register_coco_instances",
     "register_datasets_from_config",
     "register_folder_dataset",
     "register_folder_datasets_from_spec",
     "register_textured_shapes",
+    "register_textured_shapes_instances",
     "textured_shapes_split_dir",
+    "validate_coco_json",
 ]

@@ -19,6 +19,19 @@ relative paths are relative to the spec file)::
     datasets:
       my_train: {image_dir: images/train, label_dir: labels/train}
       my_val: {image_dir: images/val, label_dir: labels/val}
+
+A dataset entry with ``json_file`` and ``image_root`` instead is a COCO-format instance dataset,
+registered by :func:`pointrend_d2.data.instances.register_coco_instances` (checked when loaded);
+``thing_classes`` (must match the json's categories) and ``thing_colors`` are optional, and the
+top-level keys above apply to folder entries only (``classes`` is needed only with one)::
+
+    datasets:
+      shapes_train: {json_file: annotations/train.json, image_root: images/train}
+      shapes_val:
+        json_file: annotations/val.json
+        image_root: images/val
+        thing_classes: [blob, ring]
+        thing_colors: [[230, 25, 75], [60, 180, 75]]
 """
 
 import functools
@@ -45,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 _SPEC_KEYS = {"classes", "classes_file", "colors", "ignore_label", "image_ext", "label_ext"}
+_COCO_ENTRY_KEYS = {"json_file", "image_root"}
+_COCO_ENTRY_OPTIONS = {"thing_classes", "thing_colors"}
 
 
 def _files_by_stem(directory: str, extensions: tuple[str, ...]) -> dict[str, str]:
@@ -234,7 +249,8 @@ def _read_spec(path: str) -> dict:
 
 def _spec_folder(spec_path: str, base_dir: str, name: str, key: str, value: str) -> str:
     """
-    Folder ``value`` of dataset ``name`` in a spec: environment variables (``$VAR``, ``${VAR}``)
+    Folder (or file) ``value`` of dataset ``name`` in a spec: environment variables (``$VAR``,
+    ``${VAR}``)
     and ``~`` expanded, so that a spec kept with the code can point at the data (e.g.
     ``$DETECTRON2_DATASETS/ADEChallengeData2016``); then, if still relative, relative to the spec.
 
@@ -246,7 +262,7 @@ def _spec_folder(spec_path: str, base_dir: str, name: str, key: str, value: str)
     # folder named "$VAR/..." under the spec's folder: name the variable instead.
     referenced = (braced or bare for braced, bare in re.findall(r"\$(?:\{(\w+)\}|(\w+))", value))
     unset = [variable for variable in referenced if variable not in os.environ]
-    if unset and not os.path.isdir(folder):
+    if unset and not os.path.exists(folder):
         raise FileNotFoundError(
             f"Dataset spec {spec_path}: {key} {value!r} of dataset {name!r} uses the environment "
             f"variable {', '.join(unset)}, which is not set: set it to the folder that holds the "
@@ -255,10 +271,55 @@ def _spec_folder(spec_path: str, base_dir: str, name: str, key: str, value: str)
     return folder
 
 
+def _is_coco_entry(entry) -> bool:
+    """Whether a spec's dataset entry is a COCO-format one (it names a json file)."""
+    return isinstance(entry, dict) and bool(_COCO_ENTRY_KEYS & set(entry))
+
+
+def _register_coco_entry(spec_path: str, base_dir: str, name: str, entry: dict) -> str:
+    """Registers a spec's COCO-format dataset entry with register_coco_instances."""
+    # Here, not at the top: instances imports textured_shapes, which imports this module.
+    from .instances import register_coco_instances
+
+    missing = _COCO_ENTRY_KEYS - set(entry)
+    unknown = set(entry) - _COCO_ENTRY_KEYS - _COCO_ENTRY_OPTIONS
+    if missing or unknown:
+        problem = f"lacks {sorted(missing)}" if missing else f"has unknown keys {sorted(unknown)}"
+        raise ValueError(
+            f"Dataset spec {spec_path}: COCO dataset {name!r} {problem}; it takes 'json_file' and "
+            f"'image_root', optionally {sorted(_COCO_ENTRY_OPTIONS)}"
+        )
+    metadata = {}
+    if "thing_classes" in entry:
+        metadata["thing_classes"] = [str(c) for c in entry["thing_classes"]]
+    if "thing_colors" in entry:
+        colors = entry["thing_colors"]
+        if not isinstance(colors, list) or any(
+            not isinstance(color, list) or len(color) != 3 for color in colors
+        ):
+            raise ValueError(
+                f"Dataset spec {spec_path}: thing_colors of {name!r} must be a list of RGB "
+                f"triples, got {colors!r}"
+            )
+        if "thing_classes" in metadata and len(colors) != len(metadata["thing_classes"]):
+            raise ValueError(
+                f"Dataset spec {spec_path}: {name!r} has {len(colors)} thing_colors for "
+                f"{len(metadata['thing_classes'])} thing_classes"
+            )
+        metadata["thing_colors"] = [[int(v) for v in color] for color in colors]
+    return register_coco_instances(
+        name,
+        metadata,
+        _spec_folder(spec_path, base_dir, name, "json_file", entry["json_file"]),
+        _spec_folder(spec_path, base_dir, name, "image_root", entry["image_root"]),
+    )
+
+
 def register_folder_datasets_from_spec(path: str) -> list[str]:
     """
-    Registers the datasets of one spec file (format in the module docstring). In ``image_dir``
-    and ``label_dir``, environment variables and ``~`` are expanded first.
+    Registers the datasets of one spec file (format in the module docstring): folder datasets,
+    and COCO-format ones. In ``image_dir``, ``label_dir``, ``json_file`` and ``image_root``,
+    environment variables and ``~`` are expanded first.
 
     Returns:
         The registered dataset names.
@@ -268,22 +329,29 @@ def register_folder_datasets_from_spec(path: str) -> list[str]:
     unknown = set(spec) - _SPEC_KEYS - {"datasets"}
     if unknown:
         raise ValueError(f"Dataset spec {path}: unknown keys {sorted(unknown)}")
-    if ("classes" in spec) == ("classes_file" in spec):
-        raise ValueError(f"Dataset spec {path}: give exactly one of 'classes' and 'classes_file'")
-    if "classes_file" in spec:
-        with open(os.path.join(base_dir, spec["classes_file"])) as f:
-            classes = [line.strip() for line in f if line.strip()]
-    else:
-        classes = spec["classes"]
     datasets = spec.get("datasets")
     if not datasets or not isinstance(datasets, dict):
         raise ValueError(f"Dataset spec {path}: 'datasets' must map names to folders")
+    if any(not _is_coco_entry(entry) for entry in datasets.values()):
+        if ("classes" in spec) == ("classes_file" in spec):
+            raise ValueError(
+                f"Dataset spec {path}: give exactly one of 'classes' and 'classes_file'"
+            )
+        if "classes_file" in spec:
+            with open(os.path.join(base_dir, spec["classes_file"])) as f:
+                classes = [line.strip() for line in f if line.strip()]
+        else:
+            classes = spec["classes"]
     options = {key: spec[key] for key in _SPEC_KEYS - {"classes", "classes_file"} if key in spec}
     names = []
     for name, folders in datasets.items():
-        if set(folders) != {"image_dir", "label_dir"}:
+        if _is_coco_entry(folders):
+            names.append(_register_coco_entry(path, base_dir, name, folders))
+            continue
+        if not isinstance(folders, dict) or set(folders) != {"image_dir", "label_dir"}:
             raise ValueError(
-                f"Dataset spec {path}: {name!r} needs exactly 'image_dir' and 'label_dir'"
+                f"Dataset spec {path}: {name!r} needs exactly 'image_dir' and 'label_dir' "
+                "(a folder dataset), or 'json_file' and 'image_root' (COCO format)"
             )
         names.append(
             register_folder_dataset(
