@@ -1,6 +1,6 @@
 """
-pointrend_d2: PointRend semantic segmentation (Kirillov et al., CVPR 2020) as a detectron2
-extension. Importing the package registers its heads and its dilated ResNet backbone in
+pointrend_d2: PointRend semantic and instance segmentation (Kirillov et al., CVPR 2020) as a
+detectron2 extension. Importing the package registers its heads and its dilated ResNet backbone in
 detectron2's registries and its embedded dataset in detectron2's DatasetCatalog.
 """
 
@@ -9,6 +9,7 @@ from .coarse_head import SemanticFPNCoarseHead
 from .config import add_pointrend_config
 from .deeplab_head import DeepLabV3CoarseHead
 from .dilated_resnet import DilatedResNet, build_dilated_resnet_backbone
+from .mask_head import ConvFCCoarseMaskHead, PointRendInstanceMaskHead
 from .meta_arch import ExactSizeSemanticSegmentor
 from .point_head import POINT_HEAD_REGISTRY, MLPPointHead, build_point_head
 from .semantic_seg import PointRendSemanticHead
@@ -29,4 +30,6 @@ __all__ = [
     "add_pointrend_config",
     "build_dilated_resnet_backbone",
     "build_point_head",
+    "ConvFCCoarseMaskHead",
+    "PointRendInstanceMaskHead",
 ]

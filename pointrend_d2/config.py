@@ -42,6 +42,18 @@ def add_pointrend_config(cfg: CN) -> None:
     # Band width as a fraction of the image diagonal (the Boundary IoU paper's 0.02).
     cfg.TEST.BOUNDARY_IOU.DILATION_RATIO = 0.02
 
+    # Instance segmentation (PointRendInstanceMaskHead, ConvFCCoarseMaskHead); the class count is
+    # MODEL.ROI_HEADS.NUM_CLASSES, class-agnostic masks MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK.
+    # Maps pooled (bilinear samples on a POOLER_RESOLUTION-sided grid per box) for the coarse mask
+    # head of PointRendInstanceMaskHead, concatenated; among MODEL.ROI_HEADS.IN_FEATURES.
+    cfg.MODEL.ROI_MASK_HEAD.IN_FEATURES = ["p2"]
+    # Width of each fully connected layer of the coarse mask head.
+    cfg.MODEL.ROI_MASK_HEAD.FC_DIM = 1024
+    # Number of fully connected layers of the coarse mask head (at least 1).
+    cfg.MODEL.ROI_MASK_HEAD.NUM_FC = 2
+    # Side S of the coarse mask head's S x S mask logits per box.
+    cfg.MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION = 7
+
     cfg.MODEL.POINT_HEAD = CN()
     # Name of the point head in pointrend_d2's POINT_HEAD_REGISTRY.
     cfg.MODEL.POINT_HEAD.NAME = "MLPPointHead"
@@ -50,18 +62,21 @@ def add_pointrend_config(cfg: CN) -> None:
     cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME = "SemSegFPNHead"
     # Backbone feature maps sampled at each point as fine-grained features (concatenated).
     cfg.MODEL.POINT_HEAD.IN_FEATURES = ["p2"]
-    # Number of points N per image at which the point loss is computed during training; -1 derives
-    # the paper's value from the training crop: the cells of a stride-16 map of an absolute
-    # INPUT.CROP.SIZE (2048 for 512x1024 crops).
+    # Number of points N per image (per foreground box for instances: the paper's 14 * 14) at which
+    # the point loss is computed during training; for semantic segmentation -1 derives the paper's
+    # value from the training crop: the cells of a stride-16 map of an absolute INPUT.CROP.SIZE
+    # (2048 for 512x1024 crops).
     cfg.MODEL.POINT_HEAD.TRAIN_NUM_POINTS = 2048
     # k in the paper: k * N random candidate points are drawn before importance selection.
     cfg.MODEL.POINT_HEAD.OVERSAMPLE_RATIO = 3
     # beta in the paper: beta * N points are the most uncertain candidates, the rest are uniform.
     cfg.MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO = 0.75
-    # Number of 2x upsample-and-refine steps at inference; it must be log2 of the coarse head's
-    # stride to reach full resolution (stride 4: 2, 8: 3, 16: 4), and -1 derives it so.
+    # Number of 2x upsample-and-refine steps at inference. Semantic: it must be log2 of the coarse
+    # head's stride to reach full resolution (stride 4: 2, 8: 3, 16: 4), and -1 derives it so.
+    # Instances: any >= 0; 5 takes the 7x7 coarse mask to 224x224, as in the paper.
     cfg.MODEL.POINT_HEAD.SUBDIVISION_STEPS = 2
-    # Number of most uncertain cells re-predicted at each subdivision step.
+    # Number of most uncertain cells re-predicted at each subdivision step (per image, or per
+    # detected box for instances: the paper's 28 * 28).
     cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS = 8192
     # How each subdivision step finds its most uncertain cells; both select the same cells:
     # "bounded" computes the uncertainty only where a bound allows a cell to be selected (fastest

@@ -23,7 +23,9 @@ __all__ = [
     "validate_coarse_head",
     "validate_dataset_classes",
     "validate_deeplab_in_features",
+    "validate_instance_mask_head_config",
     "validate_point_head_config",
+    "validate_point_sampling_config",
 ]
 
 SUBDIVISION_SELECTIONS = ("auto", "bounded", "topk")
@@ -40,14 +42,14 @@ def registered_coarse_heads() -> list[str]:
     )
 
 
-def validate_point_head_config(cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> None:
+def validate_point_sampling_config(cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> None:
     """
-    Check the MODEL.POINT_HEAD keys (and NUM_CLASSES) that PointRendSemanticHead reads before
-    its coarse head is built; :func:`validate_coarse_head` checks the built coarse head.
+    Check the MODEL.POINT_HEAD keys that every PointRend head reads (semantic and instance): the
+    fine-grained features, the point head's name, the training sampler and the subdivision points.
 
     Args:
         cfg: the full config.
-        input_shape: the backbone's output maps by name.
+        input_shape: the maps the head receives, by name.
 
     Raises:
         ValueError: naming the first bad key, its value and the allowed values.
@@ -60,27 +62,11 @@ def validate_point_head_config(cfg: CfgNode, input_shape: dict[str, ShapeSpec]) 
             f"MODEL.POINT_HEAD.IN_FEATURES={in_features}: {missing or 'none'} not produced by the "
             f"backbone; it must name one or more of the backbone's maps {sorted(input_shape)}"
         )
-    coarse_heads = registered_coarse_heads()
-    if point_cfg.COARSE_SEM_SEG_HEAD_NAME not in coarse_heads:
-        raise ValueError(
-            f"MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME={point_cfg.COARSE_SEM_SEG_HEAD_NAME!r} is "
-            f"not a coarse head registered in SEM_SEG_HEADS_REGISTRY; registered: {coarse_heads}"
-        )
     point_heads = sorted(name for name, _ in POINT_HEAD_REGISTRY)
     if point_cfg.NAME not in point_heads:
         raise ValueError(
             f"MODEL.POINT_HEAD.NAME={point_cfg.NAME!r} is not registered in POINT_HEAD_REGISTRY; "
             f"registered: {point_heads}"
-        )
-    if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES < 1:
-        raise ValueError(
-            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}: must be >= 1 "
-            "(1 is a single sigmoid foreground logit)"
-        )
-    if point_cfg.TRAIN_NUM_POINTS <= 0 and point_cfg.TRAIN_NUM_POINTS != -1:
-        raise ValueError(
-            f"MODEL.POINT_HEAD.TRAIN_NUM_POINTS={point_cfg.TRAIN_NUM_POINTS}: must be > 0, or -1 "
-            "to derive it from INPUT.CROP.SIZE"
         )
     if point_cfg.OVERSAMPLE_RATIO < 1:
         raise ValueError(
@@ -96,6 +82,100 @@ def validate_point_head_config(cfg: CfgNode, input_shape: dict[str, ShapeSpec]) 
         raise ValueError(
             f"MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS={point_cfg.SUBDIVISION_NUM_POINTS}: must be "
             "> 0 (the cells re-predicted per subdivision step)"
+        )
+
+
+def validate_point_head_config(cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> None:
+    """
+    Check the keys that PointRendSemanticHead reads before its coarse head is built (those of
+    :func:`validate_point_sampling_config`, the coarse head's name and the class count);
+    :func:`validate_coarse_head` checks the built coarse head.
+
+    Args:
+        cfg: the full config.
+        input_shape: the backbone's output maps by name.
+
+    Raises:
+        ValueError: naming the first bad key, its value and the allowed values.
+    """
+    validate_point_sampling_config(cfg, input_shape)
+    point_cfg = cfg.MODEL.POINT_HEAD
+    coarse_heads = registered_coarse_heads()
+    if point_cfg.COARSE_SEM_SEG_HEAD_NAME not in coarse_heads:
+        raise ValueError(
+            f"MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME={point_cfg.COARSE_SEM_SEG_HEAD_NAME!r} is "
+            f"not a coarse head registered in SEM_SEG_HEADS_REGISTRY; registered: {coarse_heads}"
+        )
+    if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES < 1:
+        raise ValueError(
+            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES}: must be >= 1 "
+            "(1 is a single sigmoid foreground logit)"
+        )
+    if point_cfg.TRAIN_NUM_POINTS <= 0 and point_cfg.TRAIN_NUM_POINTS != -1:
+        raise ValueError(
+            f"MODEL.POINT_HEAD.TRAIN_NUM_POINTS={point_cfg.TRAIN_NUM_POINTS}: must be > 0, or -1 "
+            "to derive it from INPUT.CROP.SIZE"
+        )
+
+
+def validate_instance_mask_head_config(
+    cfg: CfgNode, input_shape: dict[str, ShapeSpec], head_name: str
+) -> None:
+    """
+    Check the keys of PointRend's instance mask heads (MODEL.ROI_MASK_HEAD, MODEL.ROI_HEADS and,
+    with the point head, MODEL.POINT_HEAD) before they are built.
+
+    Args:
+        cfg: the full config.
+        input_shape: the maps the mask head receives, by name (MODEL.ROI_HEADS.IN_FEATURES).
+        head_name: the registered name of the head being built, for the messages.
+
+    Raises:
+        ValueError: naming the first bad key, its value and the allowed values.
+    """
+    mask_cfg = cfg.MODEL.ROI_MASK_HEAD
+    if mask_cfg.POOLER_TYPE:
+        raise ValueError(
+            f"MODEL.ROI_MASK_HEAD.POOLER_TYPE={mask_cfg.POOLER_TYPE!r}: {head_name} pools its own "
+            "region features (by point sampling MODEL.ROI_MASK_HEAD.IN_FEATURES), so it needs the "
+            "feature maps, not detectron2's pooled features: set POOLER_TYPE to ''"
+        )
+    in_features = list(mask_cfg.IN_FEATURES)
+    missing = [name for name in in_features if name not in input_shape]
+    if not in_features or missing:
+        raise ValueError(
+            f"MODEL.ROI_MASK_HEAD.IN_FEATURES={in_features}: {missing or 'none'} not among the "
+            f"maps the ROI heads receive (MODEL.ROI_HEADS.IN_FEATURES={sorted(input_shape)}); "
+            "name one or more of them"
+        )
+    positive_keys = {
+        "MODEL.ROI_HEADS.NUM_CLASSES": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+        "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION": mask_cfg.OUTPUT_SIDE_RESOLUTION,
+        "MODEL.ROI_MASK_HEAD.NUM_FC": mask_cfg.NUM_FC,
+        "MODEL.ROI_MASK_HEAD.FC_DIM": mask_cfg.FC_DIM,
+        "MODEL.ROI_MASK_HEAD.CONV_DIM": mask_cfg.CONV_DIM,
+    }
+    for key, value in positive_keys.items():
+        if value < 1:
+            raise ValueError(f"{key}={value}: must be >= 1")
+    if mask_cfg.POOLER_RESOLUTION < 2 or mask_cfg.POOLER_RESOLUTION % 2:
+        raise ValueError(
+            f"MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION={mask_cfg.POOLER_RESOLUTION}: must be even "
+            "and >= 2 (the coarse mask head halves it with a 2x2 stride-2 conv)"
+        )
+    if head_name != "PointRendInstanceMaskHead":
+        return
+    validate_point_sampling_config(cfg, input_shape)
+    point_cfg = cfg.MODEL.POINT_HEAD
+    if point_cfg.TRAIN_NUM_POINTS <= 0:
+        raise ValueError(
+            f"MODEL.POINT_HEAD.TRAIN_NUM_POINTS={point_cfg.TRAIN_NUM_POINTS}: must be > 0 for "
+            "instance masks (points per box; the paper's 14 * 14 = 196)"
+        )
+    if point_cfg.SUBDIVISION_STEPS < 0:
+        raise ValueError(
+            f"MODEL.POINT_HEAD.SUBDIVISION_STEPS={point_cfg.SUBDIVISION_STEPS}: must be >= 0 for "
+            "instance masks (each step doubles the mask side: 5 takes 7x7 to 224x224)"
         )
 
 

@@ -138,8 +138,11 @@ def grid_cell_centers(point_indices: Tensor, height: int, width: int) -> Tensor:
     """
     rows = torch.div(point_indices, width, rounding_mode="floor")
     cols = point_indices - rows * width
-    x = (cols.to(torch.float32) + 0.5) / width
-    y = (rows.to(torch.float32) + 0.5) / height
+    # Half a step plus whole steps, as detectron2 computes them: (j + 0.5) / W can differ in the
+    # last bit, and the same weights should give the same points (and select the same cells).
+    x_step, y_step = 1.0 / width, 1.0 / height
+    x = x_step / 2 + cols.to(torch.float32) * x_step
+    y = y_step / 2 + rows.to(torch.float32) * y_step
     return torch.stack([x, y], dim=2)
 
 
@@ -160,3 +163,128 @@ def select_uncertain_grid_points(uncertainty_map: Tensor, num_points: int) -> tu
     num_points = min(num_points, height * width)
     point_indices = torch.topk(uncertainty_map.reshape(batch_size, -1), k=num_points).indices
     return point_indices, grid_cell_centers(point_indices, height, width)
+
+
+# Points of regions (boxes). A box-normalized point ``(u, v)`` in ``[0, 1] x [0, 1]`` is the point
+# ``(x0 + u * (x1 - x0), y0 + v * (y1 - y0))`` of the image, in absolute input-image coordinates
+# (pixels, ``(0, 0)`` the top-left corner of the top-left pixel; pixel ``(i, j)`` covers
+# ``[j, j + 1) x [i, i + 1)``), for a box ``(x0, y0, x1, y1)`` in the same coordinates. Shape
+# shorthand: R is the number of boxes (of all images together), P the number of points per box.
+
+
+def regular_grid_points(num_boxes: int, side: int, device: torch.device | str) -> Tensor:
+    """
+    The centres of the cells of a ``side x side`` grid over each box, in row-major order.
+
+    Returns:
+        (R, side * side, 2) box-normalized points; cell ``i * side + j`` is ``(j + 0.5) / side,
+        (i + 0.5) / side)``.
+    """
+    # affine_grid's centres of the cells of [-1, 1]^2, scaled and shifted onto [0, 1]^2: the
+    # points of detectron2's regular grids to the last bit, so the same weights give the same
+    # masks.
+    to_unit_square = torch.tensor([[[0.5, 0.0, 0.5], [0.0, 0.5, 0.5]]], device=device)
+    grid = F.affine_grid(to_unit_square, [1, 1, side, side], align_corners=False)
+    return grid.view(1, -1, 2).expand(num_boxes, -1, -1)
+
+
+def box_points_to_image(boxes: Tensor, point_coords: Tensor) -> Tensor:
+    """
+    Box-normalized points to absolute image coordinates.
+
+    Args:
+        boxes: (R, 4) boxes ``(x0, y0, x1, y1)`` in absolute image coordinates.
+        point_coords: (R, P, 2) box-normalized points.
+
+    Returns:
+        (R, P, 2) absolute image coordinates ``(x, y)``.
+    """
+    return point_coords * (boxes[:, None, 2:] - boxes[:, None, :2]) + boxes[:, None, :2]
+
+
+def roi_point_features(
+    features: list[Tensor], strides: list[int], boxes: list[Tensor], point_coords: Tensor
+) -> Tensor:
+    """
+    Sample image feature maps at box-normalized points (bilinear, zero outside the maps).
+
+    Args:
+        features: maps, each (N, C_i, H_i, W_i), of stride ``strides[i]`` in the input image: a
+            map covers the ``(W_i * stride_i) x (H_i * stride_i)`` pixels of the padded batch.
+        strides: the stride of each map.
+        boxes: N tensors (R_n, 4), the boxes of each image in absolute image coordinates, with
+            ``R = sum(R_n)``.
+        point_coords: (R, P, 2) box-normalized points of the boxes, in the order of ``boxes``.
+
+    Returns:
+        (R, sum(C_i), P) the maps' values at the points, concatenated over the maps.
+    """
+    image_points = box_points_to_image(torch.cat(boxes), point_coords)
+    per_image = []
+    for image_index, points in enumerate(image_points.split([len(b) for b in boxes])):
+        num_boxes, num_points = points.shape[:2]
+        if num_boxes == 0:
+            # grid_sample refuses an empty grid; an image without boxes adds no rows.
+            continue
+        sampled = []
+        for feature_map, stride in zip(features, strides):
+            height, width = feature_map.shape[-2:]
+            extent = points.new_tensor([width * stride, height * stride])
+            values = point_sample(
+                feature_map[image_index : image_index + 1], (points / extent).reshape(1, -1, 2)
+            )
+            sampled.append(values[0].view(-1, num_boxes, num_points).transpose(0, 1))
+        per_image.append(torch.cat(sampled, dim=1))
+    if not per_image:
+        num_channels = sum(feature_map.shape[1] for feature_map in features)
+        return image_points.new_zeros((0, num_channels, image_points.shape[1]))
+    return torch.cat(per_image)
+
+
+def bitmask_point_labels(masks: Tensor, points: Tensor) -> Tensor:
+    """
+    Labels of points from bit masks, by the masks' own geometry: a point's label is the value of
+    the pixel that contains it (no interpolation), 0 outside the image.
+
+    Args:
+        masks: (R, H, W) bool masks over the image.
+        points: (R, P, 2) points in absolute image coordinates.
+
+    Returns:
+        (R, P) int64 labels, 1 inside the mask.
+    """
+    height, width = masks.shape[-2:]
+    cols, rows = points.floor().to(torch.int64).unbind(dim=2)
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    flat_indices = rows.clamp(0, height - 1) * width + cols.clamp(0, width - 1)
+    values = torch.gather(masks.reshape(len(masks), -1), 1, flat_indices)
+    return (values & inside).to(torch.int64)
+
+
+def polygon_point_labels(polygons: list[list[Tensor]], points: Tensor) -> Tensor:
+    """
+    Labels of points from polygons, by the polygons' own geometry (no rasterization): a point is
+    inside an instance if it is inside any of its polygons (COCO's union), and inside a polygon by
+    the even-odd rule.
+
+    Args:
+        polygons: R lists of polygons, each a (2V,) tensor ``x0, y0, x1, y1, ...`` in absolute
+            image coordinates.
+        points: (R, P, 2) points in absolute image coordinates.
+
+    Returns:
+        (R, P) int64 labels, 1 inside.
+    """
+    labels = torch.zeros(points.shape[:2], dtype=torch.bool, device=points.device)
+    for index, instance_polygons in enumerate(polygons):
+        x, y = points[index, :, 0:1], points[index, :, 1:2]  # (P, 1) each
+        for polygon in instance_polygons:
+            vertices = polygon.to(points).view(-1, 2)
+            x0, y0 = vertices[:, 0], vertices[:, 1]
+            x1, y1 = x0.roll(-1), y0.roll(-1)
+            # Edges that straddle the horizontal line through the point, crossed to its right.
+            straddles = (y0 > y) != (y1 > y)
+            dy = torch.where(straddles, y1 - y0, torch.ones_like(y0))
+            crosses = straddles & (x < x0 + (x1 - x0) * (y - y0) / dy)
+            labels[index] |= crosses.sum(dim=1) % 2 == 1
+    return labels.to(torch.int64)

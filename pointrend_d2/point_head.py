@@ -11,15 +11,18 @@ POINT_HEAD_REGISTRY = Registry("POINTREND_D2_POINT_HEAD")
 POINT_HEAD_REGISTRY.__doc__ = """
 Registry for pointrend_d2's point heads.
 
-A point head is an ``nn.Module`` built as ``obj(cfg, input_channels)`` (directly, or through
-detectron2's ``@configurable`` ``from_config(cfg, input_channels)``), where ``input_channels`` is
-the number of fine-grained feature channels per point. Its forward is
+A point head is an ``nn.Module`` built as ``obj(cfg, input_channels, num_classes)`` (directly, or
+through detectron2's ``@configurable`` ``from_config(cfg, input_channels, num_classes)``), where
+``input_channels`` is the number of fine-grained feature channels per point and ``num_classes``
+the number K of class logits, given by the head that uses it. Its forward is
 
     forward(fine_grained_features: (N, input_channels, P), coarse_features: (N, K, P)) -> (N, K, P)
 
-where N is the batch size, P the number of points and K = MODEL.SEM_SEG_HEAD.NUM_CLASSES the
-number of class logits (1 for a single sigmoid foreground logit). ``coarse_features`` are the
-coarse head's logits at the same points. The output are the refined logits at the points, on the
+where N is the batch size (images, or boxes for instance masks), P the number of points and K the
+number of class logits: MODEL.SEM_SEG_HEAD.NUM_CLASSES for semantic segmentation (1 for a single
+sigmoid foreground logit), MODEL.ROI_HEADS.NUM_CLASSES mask logits for instances (1 with
+MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK). ``coarse_features`` are the coarse head's logits at the
+same points. The output are the refined logits at the points, on the
 same scale as the coarse logits, because they are written back into the coarse logit map.
 """
 
@@ -68,10 +71,10 @@ class MLPPointHead(nn.Module):
         nn.init.constant_(self.predictor.bias, 0)
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, input_channels: int):
+    def from_config(cls, cfg: CfgNode, input_channels: int, num_classes: int):
         return {
             "input_channels": input_channels,
-            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "num_classes": num_classes,
             "fc_dim": cfg.MODEL.POINT_HEAD.FC_DIM,
             "num_fc": cfg.MODEL.POINT_HEAD.NUM_FC,
             "coarse_pred_each_layer": cfg.MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER,
@@ -87,6 +90,6 @@ class MLPPointHead(nn.Module):
         return self.predictor(x)
 
 
-def build_point_head(cfg: CfgNode, input_channels: int) -> nn.Module:
-    """Build the point head named by ``cfg.MODEL.POINT_HEAD.NAME``."""
-    return POINT_HEAD_REGISTRY.get(cfg.MODEL.POINT_HEAD.NAME)(cfg, input_channels)
+def build_point_head(cfg: CfgNode, input_channels: int, num_classes: int) -> nn.Module:
+    """Build the point head named by ``cfg.MODEL.POINT_HEAD.NAME`` for K = ``num_classes``."""
+    return POINT_HEAD_REGISTRY.get(cfg.MODEL.POINT_HEAD.NAME)(cfg, input_channels, num_classes)

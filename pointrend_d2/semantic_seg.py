@@ -103,7 +103,7 @@ class PointRendSemanticHead(nn.Module):
         input_channels = sum(input_shape[f].channels for f in in_features)
         return {
             "coarse_sem_seg_head": coarse_sem_seg_head,
-            "point_head": build_point_head(cfg, input_channels),
+            "point_head": build_point_head(cfg, input_channels, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES),
             "in_features": in_features,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "train_num_points": resolve_train_num_points(cfg),

@@ -65,6 +65,27 @@ def small_deeplab_cfg(num_classes: int = 5, output_stride: int = 16, **overrides
     return _small_cfg("Base-DeepLabV3-PointRend.yaml", num_classes, options, overrides)
 
 
+def small_rcnn_cfg(num_classes: int = 5, **overrides) -> CfgNode:
+    """A tiny ResNet-18 FPN PointRend Mask R-CNN config (random weights) for fast CPU tests."""
+    cfg = setup_cfg(str(REPO / "configs" / "Base-PointRend-RCNN-FPN.yaml"))
+    cfg.merge_from_list(
+        [
+            "MODEL.DEVICE", "cpu",
+            "MODEL.RESNETS.DEPTH", 18,
+            "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+            "MODEL.FPN.OUT_CHANNELS", 32,
+            "MODEL.ROI_HEADS.NUM_CLASSES", num_classes,
+            "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
+            "MODEL.ROI_MASK_HEAD.CONV_DIM", 16,
+            "MODEL.ROI_MASK_HEAD.FC_DIM", 64,
+            "MODEL.POINT_HEAD.FC_DIM", 32,
+        ]
+    )  # fmt: skip
+    for key, value in overrides.items():
+        cfg.merge_from_list([key, value])
+    return cfg
+
+
 # Small and fast, but the real config, data and tools.
 FAST_OPTS = [
     "SOLVER.IMS_PER_BATCH", "2",
@@ -90,6 +111,16 @@ def run_train_net(*args: str) -> str:
 def read_metrics(output_dir) -> list:
     with open(output_dir / "metrics.json") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def _copy_keys(source: CfgNode, target: CfgNode, keys) -> None:
+    """Set each dotted key of ``target`` to its value in ``source``."""
+    for key in keys:
+        node, value = target, source
+        *path, leaf = key.split(".")
+        for part in path:
+            node, value = node[part], value[part]
+        node[leaf] = value[leaf]
 
 
 def reference_cfg(our_cfg: CfgNode, recipe: str = "coco") -> CfgNode:
@@ -150,12 +181,76 @@ def reference_cfg(our_cfg: CfgNode, recipe: str = "coco") -> CfgNode:
         "MODEL.POINT_HEAD.TRAIN_NUM_POINTS",
         "MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS",
     )
-    for key in sizes:
-        node, ours = cfg, our_cfg
-        *path, leaf = key.split(".")
-        for part in path:
-            node, ours = node[part], ours[part]
-        node[leaf] = ours[leaf]
+    _copy_keys(our_cfg, cfg, sizes)
     # One class count for both heads, as detectron2 requires.
     cfg.MODEL.POINT_HEAD.NUM_CLASSES = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    return cfg
+
+
+def reference_instance_cfg(our_cfg: CfgNode) -> CfgNode:
+    """
+    The config of detectron2's reference PointRend Mask R-CNN (a test oracle), from detectron2's
+    own settings: its get_cfg() and add_pointrend_config defaults, then the values of
+    projects/PointRend/configs/InstanceSegmentation/Base-PointRend-RCNN-FPN.yaml (with what it
+    takes from configs/Base-RCNN-FPN.yaml), written out here. Only sizes come from ``our_cfg``
+    (device, backbone depth and widths, class count, head widths).
+    """
+    from detectron2.config import get_cfg
+    from detectron2.projects import point_rend
+
+    cfg = get_cfg()
+    point_rend.add_pointrend_config(cfg)
+    cfg.merge_from_list(
+        [
+            # configs/Base-RCNN-FPN.yaml
+            "MODEL.META_ARCHITECTURE", "GeneralizedRCNN",
+            "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
+            "MODEL.RESNETS.OUT_FEATURES", ["res2", "res3", "res4", "res5"],
+            "MODEL.FPN.IN_FEATURES", ["res2", "res3", "res4", "res5"],
+            "MODEL.ANCHOR_GENERATOR.SIZES", [[32], [64], [128], [256], [512]],
+            "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", [[0.5, 1.0, 2.0]],
+            "MODEL.RPN.IN_FEATURES", ["p2", "p3", "p4", "p5", "p6"],
+            "MODEL.RPN.PRE_NMS_TOPK_TRAIN", 2000,
+            "MODEL.RPN.PRE_NMS_TOPK_TEST", 1000,
+            "MODEL.RPN.POST_NMS_TOPK_TRAIN", 1000,
+            "MODEL.RPN.POST_NMS_TOPK_TEST", 1000,
+            "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
+            "MODEL.ROI_HEADS.IN_FEATURES", ["p2", "p3", "p4", "p5"],
+            "MODEL.ROI_BOX_HEAD.NAME", "FastRCNNConvFCHead",
+            "MODEL.ROI_BOX_HEAD.NUM_FC", 2,
+            "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", 7,
+            "MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead",
+            "MODEL.ROI_MASK_HEAD.NUM_CONV", 4,
+            "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", 14,
+            "MODEL.MASK_ON", True,
+            # projects/PointRend/configs/InstanceSegmentation/Base-PointRend-RCNN-FPN.yaml
+            "MODEL.ROI_HEADS.NAME", "PointRendROIHeads",
+            "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", True,
+            "MODEL.ROI_MASK_HEAD.POOLER_TYPE", "",
+            "MODEL.ROI_MASK_HEAD.NAME", "PointRendMaskHead",
+            "MODEL.ROI_MASK_HEAD.FC_DIM", 1024,
+            "MODEL.ROI_MASK_HEAD.NUM_FC", 2,
+            "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION", 7,
+            "MODEL.ROI_MASK_HEAD.IN_FEATURES", ["p2"],
+            "MODEL.ROI_MASK_HEAD.POINT_HEAD_ON", True,
+            "MODEL.POINT_HEAD.FC_DIM", 256,
+            "MODEL.POINT_HEAD.NUM_FC", 3,
+            "MODEL.POINT_HEAD.IN_FEATURES", ["p2"],
+            "INPUT.MASK_FORMAT", "bitmask",
+        ]
+    )  # fmt: skip
+    sizes = (
+        "MODEL.DEVICE",
+        "MODEL.RESNETS.DEPTH",
+        "MODEL.RESNETS.RES2_OUT_CHANNELS",
+        "MODEL.FPN.OUT_CHANNELS",
+        "MODEL.ROI_HEADS.NUM_CLASSES",
+        "MODEL.ROI_BOX_HEAD.FC_DIM",
+        "MODEL.ROI_MASK_HEAD.CONV_DIM",
+        "MODEL.ROI_MASK_HEAD.FC_DIM",
+        "MODEL.POINT_HEAD.FC_DIM",
+    )
+    _copy_keys(our_cfg, cfg, sizes)
+    # One class count for both heads, as detectron2 requires.
+    cfg.MODEL.POINT_HEAD.NUM_CLASSES = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     return cfg
