@@ -168,7 +168,7 @@ def instance_point_labels(instances: list[Instances], point_coords: Tensor) -> T
     """
     labels = []
     counts = [len(x) for x in instances]
-    for image_instances, points in zip(instances, point_coords.split(counts)):
+    for image_instances, points in zip(instances, point_coords.split(counts), strict=True):
         if len(image_instances) == 0:
             continue
         image_points = box_points_to_image(image_instances.proposal_boxes.tensor, points)

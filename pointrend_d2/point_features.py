@@ -227,7 +227,7 @@ def roi_point_features(
             # grid_sample refuses an empty grid; an image without boxes adds no rows.
             continue
         sampled = []
-        for feature_map, stride in zip(features, strides):
+        for feature_map, stride in zip(features, strides, strict=True):
             height, width = feature_map.shape[-2:]
             extent = points.new_tensor([width * stride, height * stride])
             values = point_sample(
