@@ -1,16 +1,16 @@
 """
 Adaptive subdivision inference, with two ways of selecting each step's cells.
 
-Each step of PointRend's inference upsamples the logits 2x and re-predicts the N most uncertain
-cells. :func:`subdivision_inference` selects them in one of two ways, which give the same cells
-(up to exactly equal uncertainties):
+Each step of PointRend's inference upsamples the logits 2x and re-predicts the P most uncertain
+cells of each map. :func:`subdivision_inference` selects them in one of two ways, which give the
+same cells (up to exactly equal uncertainties), most uncertain first:
 
-``"topk"``: the uncertainty (a top-2 over classes) at every cell of the upsampled map, then a
-top-N. Fixed shapes, no host sync and no Python loop over images, so it runs asynchronously on a
+``"topk"``: the uncertainty (a top-2 over classes) at every cell of the upsampled maps, then a
+top-P. Fixed shapes, no host sync and no Python loop over maps, so it runs asynchronously on a
 GPU and is what an exported graph (``torch.export``, ONNX) contains.
 
 ``"bounded"``: the uncertainty only where it can matter. Computing it at every cell is most of
-the cost of a step on the CPU, yet only cells near class boundaries can be among the N most
+the cost of a step on the CPU, yet only cells near class boundaries can be among the P most
 uncertain. A bound that holds for bilinear 2x upsampling rules out the others:
 
     An upsampled cell is a convex combination of a 2x2 window of source cells. If all of them
@@ -19,14 +19,20 @@ uncertain. A bound that holds for bilinear 2x upsampling rules out the others:
     ``b``: ``v_a - v_b = sum_i w_i (x_ia - x_ib) >= sum_i w_i m = m``.
 
 So the uncertainty ``-margin`` of an upsampled cell is at most ``-m`` of its window when the
-window agrees on its top class (0 otherwise). The cells whose bound is below the N-th largest exact
-uncertainty among the candidates cannot be selected and are never looked at. The bounds of the
-next step come from these windows, from the exact values at the candidates, and from the point
-head's predictions, so no step computes a dense top-2 over classes after the coarse map. The
-candidates' number depends on the data: it syncs with the host and loops over the images.
+window agrees on its top class (0 otherwise). Each map gets a threshold, the P-th largest of its
+window bounds (the windows that reach it hold at least P cells); the cells of those windows are
+the candidates, and their exact uncertainties are computed for all maps at once. A cell outside
+them has an uncertainty below the threshold, so where a map's P-th largest candidate reaches
+the threshold, its top-P candidates are its top-P cells. The other maps are redone once with
+that P-th value as their threshold, which is then exact. The bounds of the next step come from
+the windows, from the exact values at the candidates, and from the point head's predictions, so
+no step computes a dense top-2 over classes after the coarse map. The candidates' number depends
+on the data: each round syncs with the host, but there is no Python loop over the maps, so it
+serves a few images (semantic segmentation) as well as a hundred instance masks.
 
-Shape shorthand and coordinates as in :mod:`pointrend_d2.point_features`; additionally
-``K`` is the number of class logits and ``(H, W)`` the size of the map before a 2x step.
+Shape shorthand and coordinates as in :mod:`pointrend_d2.point_features`, except that ``N``
+counts maps (images, or instances of an instance head); additionally ``K`` is the number of class
+logits, ``(H, W)`` the size of the map before a 2x step and ``S`` a number of candidate cells.
 """
 
 from collections.abc import Callable
@@ -36,12 +42,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .point_features import (
-    calculate_uncertainty,
-    grid_cell_centers,
-    select_uncertain_grid_points,
-    uncertainty_and_label,
-)
+from .point_features import grid_cell_centers, uncertainty_and_label
 
 #: The values of ``selection`` of :func:`subdivision_inference`.
 SELECTIONS = ("bounded", "topk")
@@ -67,7 +68,7 @@ class UncertaintyBounds(NamedTuple):
 
 
 def exact_uncertainty_bounds(logits: Tensor) -> UncertaintyBounds:
-    """Exact :class:`UncertaintyBounds` of an (N, K, H, W) logit map (one dense top-2)."""
+    """Exact :class:`UncertaintyBounds` of an (N, K, H, W) logit map, N > 0 (one dense top-2)."""
     uncertainty, label = uncertainty_and_label(logits)
     return UncertaintyBounds(uncertainty, label, logits.abs().max().item())
 
@@ -88,92 +89,155 @@ def window_uncertainty_bounds(bounds: UncertaintyBounds) -> tuple[Tensor, Tensor
             label, else 0.
         label: (N, H+1, W+1) int64 the window's common label, -1 if none.
     """
-    # One max-pool over (uncertainty, label, -label) gives the largest uncertainty bound and the
-    # largest and smallest label of each window.
-    label = bounds.label.to(bounds.uncertainty.dtype)
-    stacked = torch.stack([bounds.uncertainty, label, -label], dim=1)
-    pooled = F.max_pool2d(F.pad(stacked, (1, 1, 1, 1), mode="replicate"), kernel_size=2, stride=1)
-    max_uncertainty, max_label, min_label = pooled[:, 0], pooled[:, 1], -pooled[:, 2]
-    agree = (max_label == min_label) & (min_label >= 0)
+    uncertainty, label = (
+        F.pad(values.unsqueeze(1), (1, 1, 1, 1), mode="replicate").squeeze(1)
+        for values in (bounds.uncertainty, bounds.label)
+    )
+    row_pairs = torch.maximum(uncertainty[:, :-1], uncertainty[:, 1:])
+    max_uncertainty = torch.maximum(row_pairs[:, :, :-1], row_pairs[:, :, 1:])
+    # A window agrees if its top-left label is known and equals the other three.
+    same_as_below = label[:, :-1] == label[:, 1:]
+    same_as_right = label[:, :, :-1] == label[:, :, 1:]
+    corner_label = label[:, :-1, :-1]
+    agree = same_as_below[:, :, :-1] & same_as_below[:, :, 1:] & same_as_right[:, :-1]
+    agree &= corner_label >= 0
     slack = _ROUNDING_SLACK * bounds.max_abs_logit
     uncertainty_bound = torch.where(agree, max_uncertainty + slack, 0.0)
-    window_label = torch.where(agree, max_label, -1.0).to(torch.int64)
+    window_label = torch.where(agree, corner_label, -1)
     return uncertainty_bound, window_label
 
 
-def window_cells(windows: Tensor, window_width: int, height: int, width: int) -> Tensor:
+def window_cells(rows: Tensor, cols: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
     """
-    Flat indices of the upsampled cells of windows.
+    The upsampled cells of windows.
 
     Args:
-        windows: (M,) flat indices ``p * window_width + q`` of windows.
-        window_width: W + 1.
+        rows, cols: (M,) window coordinates ``(p, q)``.
         height, width: 2H and 2W, the size of the upsampled map.
 
     Returns:
-        (S,) int64 flat indices ``r * width + c`` of the upsampled cells of the windows, M <= S <=
-        4M; each cell belongs to exactly one window.
+        cells: (M, 4) int64 flat indices ``r * width + c`` of the cells ``2p-1..2p`` x
+            ``2q-1..2q``, each clamped to the map: a window at the edge repeats one of its cells.
+        inside: (M, 4) bool, False at those repeats. The cells inside belong to exactly one window.
     """
-    rows = torch.div(windows, window_width, rounding_mode="floor")
-    cols = windows - rows * window_width
-    cell_rows = torch.stack([2 * rows - 1, 2 * rows - 1, 2 * rows, 2 * rows], dim=1)
-    cell_cols = torch.stack([2 * cols - 1, 2 * cols, 2 * cols - 1, 2 * cols], dim=1)
+    cell_rows = (2 * rows - 1).unsqueeze(1) + rows.new_tensor([0, 0, 1, 1])
+    cell_cols = (2 * cols - 1).unsqueeze(1) + cols.new_tensor([0, 1, 0, 1])
     inside = (cell_rows >= 0) & (cell_rows < height) & (cell_cols >= 0) & (cell_cols < width)
-    return (cell_rows * width + cell_cols)[inside]
+    cells = cell_rows.clamp(0, height - 1) * width + cell_cols.clamp(0, width - 1)
+    return cells, inside
 
 
-class Selection(NamedTuple):
-    """The cells selected in one image at one step, and the exact values at all candidates."""
+def top_per_map(maps: Tensor, values: Tensor, num_maps: int, k: int) -> tuple[Tensor, Tensor]:
+    """
+    The k largest values of each map, for rows of values grouped by map.
 
-    point_indices: Tensor  # (P,) flat indices of the selected cells, most uncertain first
-    candidates: Tensor  # (S,) flat indices of the cells whose uncertainty was computed
-    candidate_uncertainty: Tensor  # (S,) their exact uncertainties
-    candidate_label: Tensor  # (S,) their exact labels
+    Args:
+        maps: (M,) map index of each row of values, sorted; each of the N maps has rows.
+        values: (M, C) values, at least k of them finite in each map.
+        num_maps: N.
+        k: the number of values kept per map.
+
+    Returns:
+        top_values: (N, k) the k largest values of each map, largest first.
+        positions: (N, k) their positions in ``values.flatten()``.
+    """
+    # The rows of each map go to one row of a buffer padded with -inf, which a top-k picks only
+    # after the map's k finite values.
+    counts = torch.bincount(maps, minlength=num_maps)
+    starts = counts.cumsum(0) - counts
+    slots = torch.arange(len(maps), device=maps.device) - starts[maps]
+    buffer = values.new_full((num_maps, int(counts.max()), values.shape[1]), float("-inf"))
+    buffer[maps, slots] = values
+    top = torch.topk(buffer.flatten(1), k, dim=1)
+    return top.values, top.indices + values.shape[1] * starts.unsqueeze(1)
+
+
+def logits_at(logits: Tensor, maps: Tensor, cells: Tensor) -> Tensor:
+    """
+    The logits at cells of a batch of maps.
+
+    Args:
+        logits: (N, K, L) contiguous logits of N maps of L cells.
+        maps, cells: (...) int64 map index and flat cell index of each cell.
+
+    Returns:
+        (K, ...) their logits.
+    """
+    _, num_classes, num_cells = logits.shape
+    # One index_select on the flat logits, class by class, reads each class's cells in order.
+    class_offsets = torch.arange(num_classes, device=logits.device) * num_cells
+    index = (maps * (num_classes * num_cells) + cells).flatten() + class_offsets.unsqueeze(1)
+    return logits.view(-1).index_select(0, index.flatten()).view(num_classes, *cells.shape)
+
+
+class Candidates(NamedTuple):
+    """
+    The cells of a batch of maps whose exact uncertainty was computed at one step, in rows of a
+    window's 4 cells; a cell may repeat, always with the same values.
+    """
+
+    maps: Tensor  # (M, 4) map index of each candidate
+    cells: Tensor  # (M, 4) flat index of the candidate cell in its map
+    uncertainty: Tensor  # (M, 4) their exact uncertainties
+    label: Tensor  # (M, 4) their exact labels
 
 
 def select_uncertain_cells(
     upsampled: Tensor, uncertainty_bound: Tensor, num_points: int
-) -> Selection:
+) -> tuple[Tensor, Candidates]:
     """
-    The ``num_points`` most uncertain cells of one upsampled logit map, the same cells as a top-k
-    over its dense uncertainty map (up to exactly equal uncertainties), but computing the
+    The ``num_points`` most uncertain cells of each upsampled logit map, the same cells as a
+    top-k over the dense uncertainty maps (up to exactly equal uncertainties), but computing the
     uncertainty only at candidate cells whose bound allows them to be selected.
 
     Args:
-        upsampled: (K, 2H * 2W) one image's upsampled logits, flattened.
-        uncertainty_bound: (H+1, W+1) the window bounds of :func:`window_uncertainty_bounds`.
-        num_points: N, clipped to the number of cells.
+        upsampled: (N, K, 2H * 2W) upsampled logits, flattened; N > 0 and finite.
+        uncertainty_bound: (N, H+1, W+1) the window bounds of :func:`window_uncertainty_bounds`.
+        num_points: P, clipped to the number of cells.
 
     Returns:
-        :class:`Selection`.
+        point_indices: (N, P) int64 flat indices of the selected cells, most uncertain first.
+        candidates: :class:`Candidates` of all maps, exact values at a superset of the points.
     """
-    window_height, window_width = uncertainty_bound.shape
+    batch_size, window_height, window_width = uncertainty_bound.shape
     height, width = 2 * (window_height - 1), 2 * (window_width - 1)
     num_points = min(num_points, height * width)
-    flat_bound = uncertainty_bound.reshape(-1)
-    # Each window has at least one cell, so the windows whose bound reaches that of the N-th
-    # highest window hold at least N cells.
-    threshold = torch.topk(flat_bound, min(num_points, flat_bound.numel()), sorted=False).values
-    threshold = threshold.min()
-    while True:
-        candidates = window_cells(
-            (flat_bound >= threshold).nonzero()[:, 0], window_width, height, width
+    # Each window has at least one cell, so the windows whose bound reaches that of a map's P-th
+    # highest window hold at least P cells.
+    flat_bound = uncertainty_bound.flatten(1)
+    num_windows = min(num_points, flat_bound.shape[1])
+    threshold = torch.topk(flat_bound, num_windows, dim=1, sorted=False).values.amin(1)
+    point_indices = torch.empty(batch_size, num_points, dtype=torch.int64, device=upsampled.device)
+    found = []
+    # Each round treats the maps not done yet, ``maps``, with their bounds ``bound``, at once.
+    maps, bound = torch.arange(batch_size, device=upsampled.device), uncertainty_bound
+    while len(maps):
+        local, rows, cols = (bound >= threshold.view(-1, 1, 1)).nonzero().unbind(1)
+        cells, inside = window_cells(rows, cols, height, width)
+        window_maps = maps[local].unsqueeze(1).expand_as(cells)
+        # (K, M, 4) -> (M, K, 4): uncertainty_and_label reduces over dimension 1.
+        candidate_logits = logits_at(upsampled, window_maps, cells).movedim(0, 1)
+        uncertainty, label = uncertainty_and_label(candidate_logits)
+        found.append(Candidates(window_maps, cells, uncertainty, label))
+        top_uncertainty, top_positions = top_per_map(
+            local, torch.where(inside, uncertainty, float("-inf")), len(maps), num_points
         )
-        uncertainty, label = uncertainty_and_label(upsampled.index_select(1, candidates)[None])
-        top = torch.topk(uncertainty[0], num_points)
-        # Cells outside the candidates have uncertainty <= bound < threshold: if the N-th
-        # candidate reaches the threshold, none of them can be selected. Otherwise one more round
-        # with the N-th candidate's uncertainty as threshold is exact.
-        nth_uncertainty = top.values[-1]
-        if nth_uncertainty >= threshold:
-            return Selection(candidates[top.indices], candidates, uncertainty[0], label[0])
-        threshold = nth_uncertainty
+        # Cells outside the candidates have uncertainty <= bound < threshold: where the P-th
+        # candidate reaches the threshold, none of them can be selected. The other maps take one
+        # more round with their P-th candidate's uncertainty as threshold, which is exact.
+        nth_uncertainty = top_uncertainty[:, -1]
+        done = nth_uncertainty >= threshold
+        point_indices[maps[done]] = cells.flatten()[top_positions[done]]
+        remaining = ~done
+        maps, bound, threshold = maps[remaining], bound[remaining], nth_uncertainty[remaining]
+    return point_indices, Candidates(*(torch.cat(parts) for parts in zip(*found, strict=True)))
 
 
 def upsampled_bounds(
     uncertainty_bound: Tensor,
     window_label: Tensor,
-    selections: list,
+    candidates: Candidates,
+    point_indices: Tensor,
     point_logits: Tensor,
     max_abs_logit: float,
 ) -> UncertaintyBounds:
@@ -184,8 +248,9 @@ def upsampled_bounds(
 
     Args:
         uncertainty_bound, window_label: (N, H+1, W+1) from :func:`window_uncertainty_bounds`.
-        selections: N :class:`Selection` of this step.
-        point_logits: (N, K, P) the point head's logits at the selected cells.
+        candidates: :class:`Candidates` of this step.
+        point_indices: (N, P) flat indices of the re-predicted cells.
+        point_logits: (N, K, P) the point head's logits at those cells.
         max_abs_logit: bound on the magnitude of the upsampled map's logits before refinement.
 
     Returns:
@@ -194,18 +259,20 @@ def upsampled_bounds(
 
     def to_cells(window_map: Tensor) -> Tensor:
         # Window p holds the upsampled rows 2p-1 and 2p: repeat each window twice, drop the ends.
-        return window_map.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)[:, 1:-1, 1:-1]
+        batch_size, window_height, window_width = window_map.shape
+        repeated = window_map[:, :, None, :, None].expand(-1, -1, 2, -1, 2)
+        cell_map = repeated.reshape(batch_size, 2 * window_height, 2 * window_width)
+        return cell_map[:, 1:-1, 1:-1].contiguous()
 
-    uncertainty = to_cells(uncertainty_bound).contiguous()
-    label = to_cells(window_label).contiguous()
-    batch_size, height, width = uncertainty.shape
+    uncertainty, label = to_cells(uncertainty_bound), to_cells(window_label)
+    batch_size = uncertainty.shape[0]
     flat_uncertainty, flat_label = uncertainty.view(batch_size, -1), label.view(batch_size, -1)
+    # A repeated candidate cell writes the same values each time.
+    flat_uncertainty[candidates.maps, candidates.cells] = candidates.uncertainty
+    flat_label[candidates.maps, candidates.cells] = candidates.label
     point_uncertainty, point_label = uncertainty_and_label(point_logits)
-    for b, selection in enumerate(selections):
-        flat_uncertainty[b, selection.candidates] = selection.candidate_uncertainty
-        flat_label[b, selection.candidates] = selection.candidate_label
-        flat_uncertainty[b, selection.point_indices] = point_uncertainty[b]
-        flat_label[b, selection.point_indices] = point_label[b]
+    flat_uncertainty.scatter_(1, point_indices, point_uncertainty)
+    flat_label.scatter_(1, point_indices, point_label)
     max_abs = max(max_abs_logit, point_logits.abs().max().item())
     return UncertaintyBounds(uncertainty, label, max_abs)
 
@@ -231,12 +298,13 @@ def subdivision_inference(
 ) -> Tensor:
     """
     PointRend's adaptive subdivision: ``num_steps`` times, upsample the logits 2x bilinearly and
-    overwrite the ``num_points`` most uncertain cells with ``predict_points`` at their centres.
+    overwrite the ``num_points`` most uncertain cells of each map with ``predict_points`` at their
+    centres.
 
     Args:
-        coarse_logits: (N, K, H, W) coarse logits.
+        coarse_logits: (N, K, H, W) coarse logits; N may be 0 (an image without instances).
         num_steps: number of 2x steps.
-        num_points: cells re-predicted per step (clipped to the map size).
+        num_points: cells re-predicted per map and step (clipped to the map size).
         selection: how a step finds its cells (see the module docstring), the same cells either
             way: "topk" (dense uncertainty and top-k; no host sync, exportable) or "bounded"
             (uncertainty only where a bound allows selection; faster on the CPU).
@@ -249,34 +317,37 @@ def subdivision_inference(
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
     logits = coarse_logits
-    bounded = selection == "bounded" and num_steps > 0
+    # Without maps there is nothing to bound: the dense path handles the empty batch.
+    bounded = selection == "bounded" and num_steps > 0 and len(coarse_logits) > 0
     bounds = exact_uncertainty_bounds(coarse_logits) if bounded else None
     for step in range(num_steps):
         logits = F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=False)
         batch_size, num_classes, height, width = logits.shape
+        flat_logits = logits.view(batch_size, num_classes, height * width)
         if bounded:
             uncertainty_bound, window_label = window_uncertainty_bounds(bounds)
-            flat_logits = logits.view(batch_size, num_classes, height * width)
-            selections = [
-                select_uncertain_cells(flat_logits[b], uncertainty_bound[b], num_points)
-                for b in range(batch_size)
-            ]
-            point_indices = torch.stack([s.point_indices for s in selections])
-            point_coords = grid_cell_centers(point_indices, height, width)
-        else:
-            point_indices, point_coords = select_uncertain_grid_points(
-                calculate_uncertainty(logits), num_points
+            point_indices, candidates = select_uncertain_cells(
+                flat_logits, uncertainty_bound, num_points
             )
+        else:
+            uncertainty = uncertainty_and_label(flat_logits)[0]
+            point_indices = torch.topk(uncertainty, min(num_points, height * width)).indices
+        point_coords = grid_cell_centers(point_indices, height, width)
         point_logits = predict_points(point_coords)
         # Only a step record needs the map before refinement: the copy is made for it alone.
         upsampled = logits.clone() if on_step is not None else None
-        logits = logits.view(batch_size, num_classes, height * width)
-        logits.scatter_(2, point_indices.unsqueeze(1).expand(-1, num_classes, -1), point_logits)
-        logits = logits.view(batch_size, num_classes, height, width)
+        flat_logits.scatter_(
+            2, point_indices.unsqueeze(1).expand(-1, num_classes, -1), point_logits
+        )
         if on_step is not None:
             on_step(SubdivisionStep(step, upsampled, point_indices, point_coords, logits))
         if bounded and step + 1 < num_steps:
             bounds = upsampled_bounds(
-                uncertainty_bound, window_label, selections, point_logits, bounds.max_abs_logit
+                uncertainty_bound,
+                window_label,
+                candidates,
+                point_indices,
+                point_logits,
+                bounds.max_abs_logit,
             )
     return logits
