@@ -1,17 +1,22 @@
 """
 The subdivision inference against a straightforward dense implementation, its two selections
-against each other, its step records, and the top-k selection under torch.export.
+against each other (also on batches of up to 100 instance-like maps, and on none), its step
+records, and the top-k selection under torch.export.
 """
+
+from unittest import mock
 
 import pytest
 import torch
 from torch.nn import functional as F
 
+from pointrend_d2 import subdivision
 from pointrend_d2.point_features import (
     calculate_uncertainty,
     grid_cell_centers,
     point_sample,
     select_uncertain_grid_points,
+    uncertainty_and_label,
 )
 from pointrend_d2.subdivision import (
     SELECTIONS,
@@ -219,3 +224,116 @@ def test_candidates_are_a_small_part_of_a_smooth_map():
     dense_indices, _ = select_uncertain_grid_points(calculate_uncertainty(upsampled), 1000)
     assert set(point_indices[0].tolist()) == set(dense_indices[0].tolist())
     assert candidates.cells.unique().numel() < 0.25 * upsampled[0, 0].numel()
+
+
+def instance_like_logits(batch_size, num_classes, kind, generator, size=28):
+    """
+    Coarse logits of a batch of instance-like maps: random, smooth, or smooth with a large
+    constant confident region (exactly tied cells, which windows inside it rule out at once).
+    """
+    if kind == "random":
+        return torch.randn(batch_size, num_classes, size, size, generator=generator) * 3
+    low = torch.randn(batch_size, num_classes, 4, 4, generator=generator) * 4
+    logits = F.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
+    if kind == "constant_region":
+        # The left 40% of each map is one confident background, logit -12 (class 0 at +12 for
+        # several classes), far below the selected uncertainties, so its ties never reach the
+        # N-th cell; the rest is smooth between -3 and 3.
+        logits = 3 * torch.tanh(logits / 3)
+        logits[..., : size * 2 // 5] = -12.0
+        logits[:, 0, :, : size * 2 // 5] = 12.0 if num_classes > 1 else -12.0
+    return logits
+
+
+def assert_bounded_equals_topk(coarse, num_steps, num_points, fine_map):
+    """Both selections: equal refined logits, the same cells at each step, most uncertain first."""
+    bounded, bounded_steps = run_recorded(coarse, num_steps, num_points, "bounded", fine_map)
+    topk, topk_steps = run_recorded(coarse, num_steps, num_points, "topk", fine_map)
+    assert torch.equal(bounded, topk)
+    for b_step, t_step in zip(bounded_steps, topk_steps, strict=True):
+        assert torch.equal(b_step.point_indices.sort(1).values, t_step.point_indices.sort(1).values)
+        uncertainty = uncertainty_and_label(b_step.upsampled)[0].flatten(1)
+        selected = uncertainty.gather(1, b_step.point_indices)
+        assert (selected[:, :-1] >= selected[:, 1:]).all(), b_step.step
+
+
+@pytest.mark.parametrize("kind", ["random", "smooth", "constant_region"])
+@pytest.mark.parametrize("batch_size", [1, 100])
+def test_bounded_equals_topk_on_batches_of_instance_masks(kind, batch_size):
+    """The instance head's case: R single-logit 28x28 masks, 3 steps to 224x224, 784 points."""
+    generator = torch.Generator().manual_seed(batch_size)
+    coarse = instance_like_logits(batch_size, 1, kind, generator)
+    fine_map = torch.randn(batch_size, 1, 224, 224, generator=generator) * 3
+    assert_bounded_equals_topk(coarse, 3, 784, fine_map)
+
+
+@pytest.mark.parametrize("num_classes,batch_size", [(5, 100), (19, 20)])
+@pytest.mark.parametrize("kind", ["random", "smooth", "constant_region"])
+def test_bounded_equals_topk_on_batches_of_multi_class_maps(num_classes, batch_size, kind):
+    generator = torch.Generator().manual_seed(num_classes)
+    coarse = instance_like_logits(batch_size, num_classes, kind, generator, size=14)
+    fine_map = torch.randn(batch_size, num_classes, 56, 56, generator=generator) * 3
+    assert_bounded_equals_topk(coarse, 2, 150, fine_map)
+
+
+def test_maps_whose_candidates_fall_short_take_a_second_round():
+    """
+    A point head predicting near-zero logits leaves bounds of about 0 around its cells, which the
+    interpolated cells do not reach: most maps need the second round, and it stays exact.
+    """
+    generator = torch.Generator().manual_seed(0)
+    coarse = instance_like_logits(20, 1, "smooth", generator)
+    fine_map = torch.randn(20, 1, 224, 224, generator=generator) * 1e-3
+    with mock.patch.object(
+        subdivision, "logits_at", wraps=subdivision.logits_at
+    ) as candidate_logits:
+        assert_bounded_equals_topk(coarse, 3, 784, fine_map)
+    assert candidate_logits.call_count > 3
+
+
+@pytest.mark.parametrize("selection", SELECTIONS)
+@pytest.mark.parametrize("num_classes", [1, 5])
+def test_no_maps_give_an_empty_result(selection, num_classes):
+    """An image without detections: zero maps in, zero maps of the refined size out."""
+    steps = []
+    refined = subdivision_inference(
+        torch.zeros(0, num_classes, 28, 28),
+        3,
+        784,
+        selection=selection,
+        predict_points=lambda coords: torch.zeros(0, num_classes, coords.shape[1]),
+        on_step=steps.append,
+    )
+    assert refined.shape == (0, num_classes, 224, 224)
+    assert [step.point_indices.shape for step in steps] == [(0, 784)] * 3
+
+
+@pytest.mark.parametrize("num_classes", [1, 19])
+def test_bounded_selection_has_no_loop_over_maps(num_classes):
+    """
+    The candidates' uncertainties are computed for all maps at once: as many calls for 100 maps
+    as for one (the same map repeated, so the same rounds), and at most 2 rounds per step.
+    """
+    generator = torch.Generator().manual_seed(num_classes)
+    coarse = instance_like_logits(1, num_classes, "smooth", generator)
+    fine_map = torch.randn(1, num_classes, 112, 112, generator=generator) * 3
+
+    def count_calls(batch_size):
+        with mock.patch.object(
+            subdivision, "uncertainty_and_label", wraps=uncertainty_and_label
+        ) as uncertainty:
+            refined = subdivision_inference(
+                coarse.expand(batch_size, -1, -1, -1),
+                2,
+                300,
+                predict_points=lambda coords: point_sample(
+                    fine_map.expand(batch_size, -1, -1, -1), coords
+                ),
+            )
+        assert torch.equal(refined, refined[:1].expand_as(refined))
+        return uncertainty.call_count
+
+    calls = count_calls(1)
+    assert count_calls(100) == calls
+    # The coarse map, at most two rounds of candidates per step, the points of all but the last.
+    assert calls <= 1 + 2 * 2 + 1
