@@ -288,9 +288,12 @@ def resolve_subdivision_selection(selection: str, device: str) -> str:
 
 def validate_dataset_classes(cfg: CfgNode, dataset_names: list[str]) -> None:
     """
-    Check that MODEL.SEM_SEG_HEAD.NUM_CLASSES agrees with the classes (``stuff_classes``) of every
-    dataset in ``dataset_names`` whose metadata lists them. A single sigmoid foreground logit
-    (NUM_CLASSES = 1) is trained on datasets of two classes, background and foreground.
+    Check the config's class count against the classes of every dataset in ``dataset_names``
+    whose metadata lists them: MODEL.ROI_HEADS.NUM_CLASSES against ``thing_classes`` for instance
+    datasets (``evaluator_type`` "coco" or "cityscapes_instance"), MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    against ``stuff_classes`` for the others. A single sigmoid foreground logit
+    (SEM_SEG_HEAD.NUM_CLASSES = 1) is trained on datasets of two classes, background and
+    foreground.
 
     The one class-count check of the package: the Trainer calls it before building anything, and
     the evaluators for each test dataset.
@@ -298,13 +301,24 @@ def validate_dataset_classes(cfg: CfgNode, dataset_names: list[str]) -> None:
     Raises:
         ValueError: naming the dataset, its classes and the config key.
     """
-    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     for name in dataset_names:
-        classes = MetadataCatalog.get(name).get("stuff_classes")
-        if classes is None or len(classes) == num_classes or (num_classes, len(classes)) == (1, 2):
+        metadata = MetadataCatalog.get(name)
+        if metadata.get("evaluator_type") in ("coco", "cityscapes_instance"):
+            key, num_classes = "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
+            classes = metadata.get("thing_classes")
+        else:
+            key, num_classes = "MODEL.SEM_SEG_HEAD.NUM_CLASSES", cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+            classes = metadata.get("stuff_classes")
+        if classes is None or len(classes) == num_classes:
             continue
-        hint = " (or 1 for a sigmoid foreground logit)" if len(classes) == 2 else ""
+        if key.startswith("MODEL.SEM_SEG_HEAD") and (num_classes, len(classes)) == (1, 2):
+            continue
+        hint = (
+            " (or 1 for a sigmoid foreground logit)"
+            if len(classes) == 2 and key.startswith("MODEL.SEM_SEG_HEAD")
+            else ""
+        )
         raise ValueError(
-            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes} but dataset {name!r} has "
-            f"{len(classes)} classes {list(classes)}: set NUM_CLASSES to {len(classes)}{hint}"
+            f"{key}={num_classes} but dataset {name!r} has {len(classes)} classes "
+            f"{list(classes)}: set NUM_CLASSES to {len(classes)}{hint}"
         )

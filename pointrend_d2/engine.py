@@ -1,4 +1,8 @@
-"""Training and evaluation loop: detectron2's DefaultTrainer with semantic-segmentation parts."""
+"""
+Training and evaluation loop: detectron2's DefaultTrainer, whose data and evaluators follow the
+datasets' ``evaluator_type`` (semantic: "sem_seg", "cityscapes_sem_seg"; instances: "coco",
+"cityscapes_instance").
+"""
 
 import contextlib
 import os
@@ -10,19 +14,48 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import (
     DatasetCatalog,
+    DatasetMapper,
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
+    get_detection_dataset_dicts,
 )
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as detectron2_defaults
 from detectron2.engine.defaults import create_ddp_model
-from detectron2.evaluation import CityscapesSemSegEvaluator, DatasetEvaluator, DatasetEvaluators
+from detectron2.evaluation import (
+    CityscapesInstanceEvaluator,
+    CityscapesSemSegEvaluator,
+    COCOEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+)
 
 from .checkpoint import SafeCheckpointer
 from .config_checks import validate_dataset_classes
 from .data.mapper import SemanticDatasetMapper
-from .evaluation import BoundaryIoUEvaluator, SemSegIoUEvaluator
+from .evaluation import BoundaryIoUEvaluator, COCOBoundaryEvaluator, SemSegIoUEvaluator
+
+SEMANTIC_EVALUATOR_TYPES = ("sem_seg", "cityscapes_sem_seg")
+INSTANCE_EVALUATOR_TYPES = ("coco", "cityscapes_instance")
+
+
+def dataset_task(dataset_name: str) -> str:
+    """
+    "semantic" or "instance": the task of a registered dataset, by its ``evaluator_type``.
+
+    Raises:
+        ValueError: for an evaluator type pointrend_d2 does not train or evaluate.
+    """
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
+    if evaluator_type in SEMANTIC_EVALUATOR_TYPES:
+        return "semantic"
+    if evaluator_type in INSTANCE_EVALUATOR_TYPES:
+        return "instance"
+    raise ValueError(
+        f"Dataset {dataset_name!r} has evaluator_type={evaluator_type!r}; pointrend_d2 trains "
+        f"and evaluates {list(SEMANTIC_EVALUATOR_TYPES + INSTANCE_EVALUATOR_TYPES)} datasets"
+    )
 
 
 def load_dataset_records(names: Sequence[str], config_key: str) -> list[dict]:
@@ -44,30 +77,36 @@ def load_dataset_records(names: Sequence[str], config_key: str) -> list[dict]:
     return records
 
 
-def build_sem_seg_evaluator(
+def build_evaluator(
     cfg: CfgNode, dataset_name: str, output_folder: str | None = None
 ) -> DatasetEvaluator:
     """
-    The evaluator for ``dataset_name``, chosen by its metadata's ``evaluator_type``, with a
-    :class:`BoundaryIoUEvaluator` beside it if TEST.BOUNDARY_IOU.ENABLED.
+    The evaluator for ``dataset_name``, chosen by its metadata's ``evaluator_type``. With
+    TEST.BOUNDARY_IOU.ENABLED, semantic datasets get a :class:`BoundaryIoUEvaluator` beside it,
+    and COCO-format instance datasets Boundary AP (:class:`COCOBoundaryEvaluator`).
     """
     validate_dataset_classes(cfg, [dataset_name])
     output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+    dataset_task(dataset_name)  # an evaluator type that is not served fails here, naming those
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
+    boundary = cfg.TEST.BOUNDARY_IOU
+    if evaluator_type == "coco":
+        if boundary.ENABLED:
+            return COCOBoundaryEvaluator(
+                dataset_name, output_folder, dilation_ratio=boundary.DILATION_RATIO
+            )
+        return COCOEvaluator(dataset_name, output_dir=output_folder)
+    if evaluator_type == "cityscapes_instance":
+        return CityscapesInstanceEvaluator(dataset_name)
     if evaluator_type == "sem_seg":
         evaluator = SemSegIoUEvaluator(dataset_name, distributed=True, output_dir=output_folder)
-    elif evaluator_type == "cityscapes_sem_seg":
-        evaluator = CityscapesSemSegEvaluator(dataset_name)
     else:
-        raise ValueError(
-            f"Dataset {dataset_name!r} has evaluator_type={evaluator_type!r}; pointrend_d2 "
-            "evaluates 'sem_seg' and 'cityscapes_sem_seg' datasets"
-        )
-    if not cfg.TEST.BOUNDARY_IOU.ENABLED:
+        evaluator = CityscapesSemSegEvaluator(dataset_name)
+    if not boundary.ENABLED:
         return evaluator
     boundary_iou = BoundaryIoUEvaluator(
         dataset_name,
-        dilation_ratio=cfg.TEST.BOUNDARY_IOU.DILATION_RATIO,
+        dilation_ratio=boundary.DILATION_RATIO,
         distributed=True,
         output_dir=output_folder,
     )
@@ -93,9 +132,11 @@ def _ddp_without_device_ids_on_cpu(cfg: CfgNode):
 
 class Trainer(DefaultTrainer):
     """
-    DefaultTrainer with semantic-segmentation data (records checked by
-    :class:`SemanticDatasetMapper`), augmentations and evaluators, crash-safe checkpoints that
-    load weights only (:class:`SafeCheckpointer`), and multi-process training on CPUs too.
+    DefaultTrainer with data and evaluators chosen by the datasets' ``evaluator_type``: semantic
+    datasets through :class:`SemanticDatasetMapper` (records checked, PointRend's augmentations),
+    instance datasets through detectron2's ``DatasetMapper`` (images without annotations dropped
+    from training if DATALOADER.FILTER_EMPTY_ANNOTATIONS); crash-safe checkpoints that load
+    weights only (:class:`SafeCheckpointer`), and multi-process training on CPUs too.
     """
 
     def __init__(self, cfg: CfgNode):
@@ -143,20 +184,35 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: str | None = None):
-        return build_sem_seg_evaluator(cfg, dataset_name, output_folder)
+        return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
-        return build_detection_train_loader(
-            cfg,
-            mapper=SemanticDatasetMapper(cfg, is_train=True),
-            dataset=load_dataset_records(cfg.DATASETS.TRAIN, "DATASETS.TRAIN"),
-        )
+        names = cfg.DATASETS.TRAIN
+        records = load_dataset_records(names, "DATASETS.TRAIN")
+        tasks = {name: dataset_task(name) for name in names}
+        if len(set(tasks.values())) > 1:
+            raise ValueError(
+                f"DATASETS.TRAIN mixes semantic and instance datasets ({tasks}): train one task"
+            )
+        if set(tasks.values()) == {"semantic"}:
+            mapper = SemanticDatasetMapper(cfg, is_train=True)
+        else:
+            mapper = DatasetMapper(cfg, is_train=True)
+            # detectron2's filtering of images without annotations (and its count in the log).
+            records = get_detection_dataset_dicts(
+                names, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+            )
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=records)
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        if dataset_task(dataset_name) == "semantic":
+            mapper = SemanticDatasetMapper(cfg, is_train=False)
+        else:
+            mapper = DatasetMapper(cfg, is_train=False)
         return build_detection_test_loader(
             load_dataset_records([dataset_name], "DATASETS.TEST"),
-            mapper=SemanticDatasetMapper(cfg, is_train=False),
+            mapper=mapper,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
         )

@@ -18,7 +18,7 @@ from PIL import Image
 
 from pointrend_d2.config_checks import validate_dataset_classes
 from pointrend_d2.data import SemanticDatasetMapper
-from pointrend_d2.engine import Trainer, build_sem_seg_evaluator, load_dataset_records
+from pointrend_d2.engine import Trainer, build_evaluator, load_dataset_records
 from tests.helpers import small_fpn_cfg
 
 NUM_CLASSES = 5
@@ -313,7 +313,7 @@ def test_num_classes_that_disagrees_with_the_dataset_fails_before_training(monke
         Trainer(cfg)
     # --eval-only builds the evaluator for each test dataset, which checks too.
     with pytest.raises(ValueError, match=message.replace("_train", "_val")):
-        build_sem_seg_evaluator(cfg, "textured_shapes_sem_seg_val")
+        build_evaluator(cfg, "textured_shapes_sem_seg_val")
 
 
 def test_one_foreground_logit_is_allowed_on_a_two_class_dataset(register_records):

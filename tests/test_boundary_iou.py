@@ -11,7 +11,7 @@ import torch
 from detectron2.evaluation import DatasetEvaluators, SemSegEvaluator
 from PIL import Image
 
-from pointrend_d2.engine import build_sem_seg_evaluator
+from pointrend_d2.engine import build_evaluator
 from pointrend_d2.evaluation import (
     BoundaryIoUEvaluator,
     SemSegIoUEvaluator,
@@ -284,7 +284,7 @@ def test_engine_adds_boundary_iou_evaluator_when_enabled(tmp_path, register_labe
     cfg = small_fpn_cfg(num_classes=2, OUTPUT_DIR=str(tmp_path))
     assert cfg.TEST.BOUNDARY_IOU.ENABLED and cfg.TEST.BOUNDARY_IOU.DILATION_RATIO == 0.02
     cfg.TEST.BOUNDARY_IOU.DILATION_RATIO = 0.1
-    evaluators = build_sem_seg_evaluator(cfg, name)._evaluators
+    evaluators = build_evaluator(cfg, name)._evaluators
     assert [type(e) for e in evaluators] == [SemSegIoUEvaluator, BoundaryIoUEvaluator]
     results = evaluate(DatasetEvaluators(evaluators), [square_label_map(3, 3)], 2)
     assert results["boundary_iou"]["dilation_ratio"] == 0.1
@@ -293,4 +293,4 @@ def test_engine_adds_boundary_iou_evaluator_when_enabled(tmp_path, register_labe
     assert "IoU-square" in results["sem_seg"]
     assert not [key for key in results["sem_seg"] if "B-Iou" in key or "Boundary" in key]
     cfg.TEST.BOUNDARY_IOU.ENABLED = False
-    assert type(build_sem_seg_evaluator(cfg, name)) is SemSegIoUEvaluator
+    assert type(build_evaluator(cfg, name)) is SemSegIoUEvaluator

@@ -15,7 +15,7 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.modeling import build_model
 from PIL import Image
 
-from pointrend_d2.engine import build_sem_seg_evaluator
+from pointrend_d2.engine import build_evaluator
 from tests.helpers import small_fpn_cfg
 
 cityscapes_labels = pytest.importorskip("cityscapesscripts.helpers.labels")
@@ -131,7 +131,7 @@ def test_official_miou_equals_sem_seg_evaluator(cityscapes_val, tmp_path, predic
         batches = shifted_gt_predictions(cityscapes_val)
     assert len(batches) == len(FRAMES)
 
-    official = evaluate(build_sem_seg_evaluator(cfg, cityscapes_val), batches)
+    official = evaluate(build_evaluator(cfg, cityscapes_val), batches)
     detectron2s = evaluate(SemSegEvaluator(cityscapes_val, distributed=False), batches)
     print(
         f"{predictor}: official IoU {official['sem_seg']['IoU']!r}, SemSegEvaluator mIoU "
