@@ -107,24 +107,28 @@ def window_uncertainty_bounds(bounds: UncertaintyBounds) -> tuple[Tensor, Tensor
     return uncertainty_bound, window_label
 
 
-def window_cells(rows: Tensor, cols: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+def window_cells(height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """
-    The upsampled cells of windows.
+    The upsampled cells of each window.
 
     Args:
-        rows, cols: (M,) window coordinates ``(p, q)``.
         height, width: 2H and 2W, the size of the upsampled map.
+        device: where the tables go.
 
     Returns:
-        cells: (M, 4) int64 flat indices ``r * width + c`` of the cells ``2p-1..2p`` x
-            ``2q-1..2q``, each clamped to the map: a window at the edge repeats one of its cells.
-        inside: (M, 4) bool, False at those repeats. The cells inside belong to exactly one window.
+        cells: ((H+1) * (W+1), 4) int64 flat indices ``r * width + c`` of the cells ``2p-1..2p``
+            x ``2q-1..2q`` of window ``p * (W+1) + q``, each clamped to the map: a window at the
+            edge repeats one of its cells.
+        inside: ((H+1) * (W+1), 4) bool, False at those repeats. The cells inside belong to
+            exactly one window.
     """
-    cell_rows = (2 * rows - 1).unsqueeze(1) + rows.new_tensor([0, 0, 1, 1])
-    cell_cols = (2 * cols - 1).unsqueeze(1) + cols.new_tensor([0, 1, 0, 1])
+    window_rows = torch.arange(height // 2 + 1, device=device).view(-1, 1, 1)
+    window_cols = torch.arange(width // 2 + 1, device=device).view(1, -1, 1)
+    cell_rows = 2 * window_rows - 1 + torch.tensor([0, 0, 1, 1], device=device)
+    cell_cols = 2 * window_cols - 1 + torch.tensor([0, 1, 0, 1], device=device)
     inside = (cell_rows >= 0) & (cell_rows < height) & (cell_cols >= 0) & (cell_cols < width)
     cells = cell_rows.clamp(0, height - 1) * width + cell_cols.clamp(0, width - 1)
-    return cells, inside
+    return cells.view(-1, 4), inside.view(-1, 4)
 
 
 def top_per_map(maps: Tensor, values: Tensor, num_maps: int, k: int) -> tuple[Tensor, Tensor]:
@@ -172,8 +176,9 @@ def logits_at(logits: Tensor, maps: Tensor, cells: Tensor) -> Tensor:
 
 class Candidates(NamedTuple):
     """
-    The cells of a batch of maps whose exact uncertainty was computed at one step, in rows of a
-    window's 4 cells; a cell may repeat, always with the same values.
+    The cells of a batch of maps whose exact uncertainty was computed in one round of a step, in
+    rows of a window's 4 cells; a cell may repeat (at an edge, or in the next round), always with
+    the same values.
     """
 
     maps: Tensor  # (M, 4) map index of each candidate
@@ -184,7 +189,7 @@ class Candidates(NamedTuple):
 
 def select_uncertain_cells(
     upsampled: Tensor, uncertainty_bound: Tensor, num_points: int
-) -> tuple[Tensor, Candidates]:
+) -> tuple[Tensor, list[Candidates]]:
     """
     The ``num_points`` most uncertain cells of each upsampled logit map, the same cells as a
     top-k over the dense uncertainty maps (up to exactly equal uncertainties), but computing the
@@ -197,28 +202,30 @@ def select_uncertain_cells(
 
     Returns:
         point_indices: (N, P) int64 flat indices of the selected cells, most uncertain first.
-        candidates: :class:`Candidates` of all maps, exact values at a superset of the points.
+        candidates: :class:`Candidates` of each round (of all maps in it), exact values at a
+            superset of the points.
     """
     batch_size, window_height, window_width = uncertainty_bound.shape
     height, width = 2 * (window_height - 1), 2 * (window_width - 1)
     num_points = min(num_points, height * width)
+    all_cells, all_inside = window_cells(height, width, upsampled.device)
     # Each window has at least one cell, so the windows whose bound reaches that of a map's P-th
     # highest window hold at least P cells.
     flat_bound = uncertainty_bound.flatten(1)
     num_windows = min(num_points, flat_bound.shape[1])
     threshold = torch.topk(flat_bound, num_windows, dim=1, sorted=False).values.amin(1)
     point_indices = torch.empty(batch_size, num_points, dtype=torch.int64, device=upsampled.device)
-    found = []
+    candidates = []
     # Each round treats the maps not done yet, ``maps``, with their bounds ``bound``, at once.
-    maps, bound = torch.arange(batch_size, device=upsampled.device), uncertainty_bound
+    maps, bound = torch.arange(batch_size, device=upsampled.device), flat_bound
     while len(maps):
-        local, rows, cols = (bound >= threshold.view(-1, 1, 1)).nonzero().unbind(1)
-        cells, inside = window_cells(rows, cols, height, width)
+        local, windows = (bound >= threshold.unsqueeze(1)).nonzero().unbind(1)
+        cells, inside = all_cells[windows], all_inside[windows]
         window_maps = maps[local].unsqueeze(1).expand_as(cells)
         # (K, M, 4) -> (M, K, 4): uncertainty_and_label reduces over dimension 1.
         candidate_logits = logits_at(upsampled, window_maps, cells).movedim(0, 1)
         uncertainty, label = uncertainty_and_label(candidate_logits)
-        found.append(Candidates(window_maps, cells, uncertainty, label))
+        candidates.append(Candidates(window_maps, cells, uncertainty, label))
         top_uncertainty, top_positions = top_per_map(
             local, torch.where(inside, uncertainty, float("-inf")), len(maps), num_points
         )
@@ -230,13 +237,13 @@ def select_uncertain_cells(
         point_indices[maps[done]] = cells.flatten()[top_positions[done]]
         remaining = ~done
         maps, bound, threshold = maps[remaining], bound[remaining], nth_uncertainty[remaining]
-    return point_indices, Candidates(*(torch.cat(parts) for parts in zip(*found, strict=True)))
+    return point_indices, candidates
 
 
 def upsampled_bounds(
     uncertainty_bound: Tensor,
     window_label: Tensor,
-    candidates: Candidates,
+    candidates: list[Candidates],
     point_indices: Tensor,
     point_logits: Tensor,
     max_abs_logit: float,
@@ -248,7 +255,7 @@ def upsampled_bounds(
 
     Args:
         uncertainty_bound, window_label: (N, H+1, W+1) from :func:`window_uncertainty_bounds`.
-        candidates: :class:`Candidates` of this step.
+        candidates: the :class:`Candidates` of this step's rounds.
         point_indices: (N, P) flat indices of the re-predicted cells.
         point_logits: (N, K, P) the point head's logits at those cells.
         max_abs_logit: bound on the magnitude of the upsampled map's logits before refinement.
@@ -268,8 +275,9 @@ def upsampled_bounds(
     batch_size = uncertainty.shape[0]
     flat_uncertainty, flat_label = uncertainty.view(batch_size, -1), label.view(batch_size, -1)
     # A repeated candidate cell writes the same values each time.
-    flat_uncertainty[candidates.maps, candidates.cells] = candidates.uncertainty
-    flat_label[candidates.maps, candidates.cells] = candidates.label
+    for found in candidates:
+        flat_uncertainty[found.maps, found.cells] = found.uncertainty
+        flat_label[found.maps, found.cells] = found.label
     point_uncertainty, point_label = uncertainty_and_label(point_logits)
     flat_uncertainty.scatter_(1, point_indices, point_uncertainty)
     flat_label.scatter_(1, point_indices, point_label)
