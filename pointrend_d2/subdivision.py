@@ -18,21 +18,26 @@ uncertain. A bound that holds for bilinear 2x upsampling rules out the others:
     combination has top class ``a`` and a margin of at least ``m``, because for every class
     ``b``: ``v_a - v_b = sum_i w_i (x_ia - x_ib) >= sum_i w_i m = m``.
 
-So the uncertainty ``-margin`` of an upsampled cell is at most ``-m`` of its window when the
+(With a single foreground logit, the margin is ``|logit|`` and the class its sign, and the same
+holds.) So the uncertainty ``-margin`` of an upsampled cell is at most ``-m`` of its window when the
 window agrees on its top class (0 otherwise). Each map gets a threshold, the P-th largest of its
-window bounds (the windows that reach it hold at least P cells); the cells of those windows are
-the candidates, and their exact uncertainties are computed for all maps at once. A cell outside
-them has an uncertainty below the threshold, so where a map's P-th largest candidate reaches
-the threshold, its top-P candidates are its top-P cells. The other maps are redone once with
-that P-th value as their threshold, which is then exact. The bounds of the next step come from
-the windows, from the exact values at the candidates, and from the point head's predictions, so
-no step computes a dense top-2 over classes after the coarse map. The candidates' number depends
-on the data: each round syncs with the host, but there is no Python loop over the maps, so it
-serves a few images (semantic segmentation) as well as a hundred instance masks.
+window bounds; the cells of the windows that reach it, at least P, are its candidates. A cell
+outside them has an uncertainty below the threshold, so where a map's P-th largest candidate reaches
+the threshold, its top-P candidates are its top-P cells. The other maps take one more round with
+that P-th value as their threshold, which is then exact. The bounds of the next step come from the
+windows, from the exact values at the candidates, and from the point head's predictions, so no step
+computes a dense top-2 over classes after the coarse map.
+
+The maps of a batch (a few images in semantic segmentation, up to a hundred instance masks) are
+selected together, with no Python loop over them: one top-k over the window bounds of all maps
+gives their thresholds, one ``nonzero`` their candidate windows, one gather the exact values of
+all candidates, and one top-k over a per-map buffer of candidates padded with -inf each map's
+top-P, most uncertain first. The candidates' number depends on the data, so each of the (at most
+two) rounds of a step syncs with the host.
 
 Shape shorthand and coordinates as in :mod:`pointrend_d2.point_features`, except that ``N``
 counts maps (images, or instances of an instance head); additionally ``K`` is the number of class
-logits, ``(H, W)`` the size of the map before a 2x step and ``S`` a number of candidate cells.
+logits, ``(H, W)`` the size of the map before a 2x step and ``M`` a number of candidate windows.
 """
 
 from collections.abc import Callable
