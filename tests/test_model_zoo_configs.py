@@ -3,11 +3,15 @@ The model-zoo configs against detectron2's published recipes, value by value.
 
 detectron2's values are written out below, copied from its published files (detectron2 main:
 config/defaults.py, configs/Base-RCNN-FPN.yaml, configs/Base-RCNN-DilatedC5.yaml,
-projects/PointRend/configs/SemanticSegmentation/*.yaml, projects/PointRend/point_rend/config.py,
+configs/COCO-InstanceSegmentation/mask_rcnn_*_FPN_*.yaml,
+configs/Cityscapes/mask_rcnn_R_50_FPN.yaml, projects/PointRend/configs/SemanticSegmentation/*.yaml,
+projects/PointRend/configs/InstanceSegmentation/*.yaml, projects/PointRend/point_rend/config.py,
 projects/DeepLab/configs/Cityscapes-SemanticSegmentation/*.yaml, projects/DeepLab/deeplab/
 config.py), never read from the installed package: a test that read them would follow any change
 there. Each of our configs must give every value of its recipe, under our key where the name
-differs, except the differences that README's "Model-zoo fidelity" section names, with why.
+differs, except the differences that README names, with why: its "Model-zoo fidelity" section
+for the semantic configs, its "Model-zoo fidelity: instance segmentation" section (which also
+names the renamed keys) for the instance ones.
 """
 
 import re
@@ -202,6 +206,201 @@ D2_DEEPLAB_CITYSCAPES_OS16 = {
     "MODEL.SEM_SEG_HEAD.NORM": "SyncBN",
 }
 
+# detectron2/config/defaults.py: the defaults that a ResNet-FPN Mask R-CNN reads besides those
+# above (proposals, anchors, RPN, ROI heads, box and mask heads, input, data loading).
+D2_RCNN_DEFAULTS = {
+    "MODEL.LOAD_PROPOSALS": False,
+    "MODEL.KEYPOINT_ON": False,
+    "MODEL.BACKBONE.FREEZE_AT": 2,
+    "MODEL.RESNETS.DEFORM_MODULATED": False,
+    "MODEL.RESNETS.DEFORM_NUM_GROUPS": 1,
+    "MODEL.PROPOSAL_GENERATOR.NAME": "RPN",
+    "MODEL.PROPOSAL_GENERATOR.MIN_SIZE": 0,
+    "MODEL.ANCHOR_GENERATOR.NAME": "DefaultAnchorGenerator",
+    "MODEL.ANCHOR_GENERATOR.ANGLES": [[-90, 0, 90]],
+    "MODEL.ANCHOR_GENERATOR.OFFSET": 0.0,
+    "MODEL.RPN.HEAD_NAME": "StandardRPNHead",
+    "MODEL.RPN.BOUNDARY_THRESH": -1,
+    "MODEL.RPN.IOU_THRESHOLDS": [0.3, 0.7],
+    "MODEL.RPN.IOU_LABELS": [0, -1, 1],
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE": 256,
+    "MODEL.RPN.POSITIVE_FRACTION": 0.5,
+    "MODEL.RPN.BBOX_REG_LOSS_TYPE": "smooth_l1",
+    "MODEL.RPN.BBOX_REG_LOSS_WEIGHT": 1.0,
+    "MODEL.RPN.BBOX_REG_WEIGHTS": [1.0, 1.0, 1.0, 1.0],
+    "MODEL.RPN.SMOOTH_L1_BETA": 0.0,
+    "MODEL.RPN.LOSS_WEIGHT": 1.0,
+    "MODEL.RPN.NMS_THRESH": 0.7,
+    "MODEL.RPN.CONV_DIMS": [-1],
+    "MODEL.ROI_HEADS.NUM_CLASSES": 80,
+    "MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.5],
+    "MODEL.ROI_HEADS.IOU_LABELS": [0, 1],
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 512,
+    "MODEL.ROI_HEADS.POSITIVE_FRACTION": 0.25,
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.05,
+    "MODEL.ROI_HEADS.NMS_THRESH_TEST": 0.5,
+    "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT": True,
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE": "smooth_l1",
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT": 1.0,
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS": [10.0, 10.0, 5.0, 5.0],
+    "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA": 0.0,
+    "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO": 0,
+    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": "ROIAlignV2",
+    "MODEL.ROI_BOX_HEAD.FC_DIM": 1024,
+    "MODEL.ROI_BOX_HEAD.NUM_CONV": 0,
+    "MODEL.ROI_BOX_HEAD.CONV_DIM": 256,
+    "MODEL.ROI_BOX_HEAD.NORM": "",
+    "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": False,
+    "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": False,
+    "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": 0,
+    "MODEL.ROI_MASK_HEAD.NUM_CONV": 0,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": 256,
+    "MODEL.ROI_MASK_HEAD.NORM": "",
+    "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": False,
+    "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "ROIAlignV2",
+    "MODEL.MASK_ON": False,
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice",
+    "INPUT.MAX_SIZE_TRAIN": 1333,
+    "INPUT.MIN_SIZE_TEST": 800,
+    "INPUT.MAX_SIZE_TEST": 1333,
+    "INPUT.CROP.ENABLED": False,
+    "INPUT.MASK_FORMAT": "polygon",
+    "DATALOADER.NUM_WORKERS": 4,
+    "DATALOADER.ASPECT_RATIO_GROUPING": True,
+    "DATALOADER.FILTER_EMPTY_ANNOTATIONS": True,
+    "TEST.DETECTIONS_PER_IMAGE": 100,
+    "TEST.PRECISE_BN.ENABLED": False,
+}
+
+# configs/Base-RCNN-FPN.yaml: the rest of it, which the detection models use.
+D2_BASE_RCNN_FPN_DETECTION = {
+    "MODEL.META_ARCHITECTURE": "GeneralizedRCNN",
+    "MODEL.ANCHOR_GENERATOR.SIZES": [[32], [64], [128], [256], [512]],
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": [[0.5, 1.0, 2.0]],
+    "MODEL.RPN.IN_FEATURES": ["p2", "p3", "p4", "p5", "p6"],
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN": 2000,
+    "MODEL.RPN.PRE_NMS_TOPK_TEST": 1000,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": 1000,
+    "MODEL.RPN.POST_NMS_TOPK_TEST": 1000,
+    "MODEL.ROI_HEADS.NAME": "StandardROIHeads",
+    "MODEL.ROI_HEADS.IN_FEATURES": ["p2", "p3", "p4", "p5"],
+    "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
+    "MODEL.ROI_BOX_HEAD.NUM_FC": 2,
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": 7,
+    "MODEL.ROI_MASK_HEAD.NAME": "MaskRCNNConvUpsampleHead",
+    "MODEL.ROI_MASK_HEAD.NUM_CONV": 4,
+    "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": 14,
+    "DATASETS.TRAIN": ["coco_2017_train"],
+    "DATASETS.TEST": ["coco_2017_val"],
+}
+
+# projects/PointRend/point_rend/config.py, add_pointrend_config: the defaults of the keys that
+# the instance model reads.
+D2_POINTREND_INSTANCE_DEFAULTS = {
+    "MODEL.ROI_MASK_HEAD.IN_FEATURES": ["p2"],
+    "MODEL.ROI_MASK_HEAD.FC_DIM": 1024,
+    "MODEL.ROI_MASK_HEAD.NUM_FC": 2,
+    "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION": 7,
+    "MODEL.ROI_MASK_HEAD.POINT_HEAD_ON": False,
+    "MODEL.POINT_HEAD.NAME": "StandardPointHead",
+    "MODEL.POINT_HEAD.NUM_CLASSES": 80,
+    "MODEL.POINT_HEAD.IN_FEATURES": ["p2"],
+    "MODEL.POINT_HEAD.TRAIN_NUM_POINTS": 14 * 14,
+    "MODEL.POINT_HEAD.OVERSAMPLE_RATIO": 3,
+    "MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO": 0.75,
+    "MODEL.POINT_HEAD.SUBDIVISION_STEPS": 5,
+    "MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS": 28 * 28,
+    "MODEL.POINT_HEAD.FC_DIM": 256,
+    "MODEL.POINT_HEAD.NUM_FC": 3,
+    "MODEL.POINT_HEAD.CLS_AGNOSTIC_MASK": False,
+    "MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER": True,
+}
+
+# projects/PointRend/configs/InstanceSegmentation/Base-PointRend-RCNN-FPN.yaml.
+D2_POINTREND_INSTANCE_BASE = {
+    "MODEL.MASK_ON": True,
+    "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": True,
+    "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "",
+    "MODEL.ROI_MASK_HEAD.NAME": "PointRendMaskHead",
+    "MODEL.ROI_MASK_HEAD.FC_DIM": 1024,
+    "MODEL.ROI_MASK_HEAD.NUM_FC": 2,
+    "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION": 7,
+    "MODEL.ROI_MASK_HEAD.IN_FEATURES": ["p2"],
+    "MODEL.ROI_MASK_HEAD.POINT_HEAD_ON": True,
+    "MODEL.POINT_HEAD.FC_DIM": 256,
+    "MODEL.POINT_HEAD.NUM_FC": 3,
+    "MODEL.POINT_HEAD.IN_FEATURES": ["p2"],
+    "INPUT.MASK_FORMAT": "bitmask",
+}
+
+# The backbones and schedules of the COCO leaves, the same in detectron2's PointRend
+# (projects/PointRend/configs/InstanceSegmentation/pointrend_rcnn_*_coco.yaml) and Mask R-CNN
+# (configs/COCO-InstanceSegmentation/mask_rcnn_*_FPN_*.yaml) configs; both set MODEL.MASK_ON too.
+D2_R50 = {
+    "MODEL.MASK_ON": True,
+    "MODEL.WEIGHTS": "detectron2://ImageNetPretrained/MSRA/R-50.pkl",
+    "MODEL.RESNETS.DEPTH": 50,
+}
+D2_R101 = {
+    "MODEL.MASK_ON": True,
+    "MODEL.WEIGHTS": "detectron2://ImageNetPretrained/MSRA/R-101.pkl",
+    "MODEL.RESNETS.DEPTH": 101,
+}
+D2_X101_32X8D = {
+    "MODEL.MASK_ON": True,
+    "MODEL.WEIGHTS": "detectron2://ImageNetPretrained/FAIR/X-101-32x8d.pkl",
+    "MODEL.PIXEL_STD": [57.375, 57.120, 58.395],
+    "MODEL.RESNETS.STRIDE_IN_1X1": False,
+    "MODEL.RESNETS.NUM_GROUPS": 32,
+    "MODEL.RESNETS.WIDTH_PER_GROUP": 8,
+    "MODEL.RESNETS.DEPTH": 101,
+}
+D2_COCO_3X = {
+    "SOLVER.STEPS": [210000, 250000],
+    "SOLVER.MAX_ITER": 270000,
+}
+
+# projects/PointRend/configs/InstanceSegmentation/pointrend_rcnn_R_50_FPN_1x_cityscapes.yaml.
+D2_POINTREND_CITYSCAPES_INSTANCE = {
+    "MODEL.WEIGHTS": "detectron2://ImageNetPretrained/MSRA/R-50.pkl",
+    "MODEL.MASK_ON": True,
+    "MODEL.RESNETS.DEPTH": 50,
+    "MODEL.ROI_HEADS.NUM_CLASSES": 8,
+    "MODEL.POINT_HEAD.NUM_CLASSES": 8,
+    "DATASETS.TEST": ["cityscapes_fine_instance_seg_val"],
+    "DATASETS.TRAIN": ["cityscapes_fine_instance_seg_train"],
+    "SOLVER.BASE_LR": 0.01,
+    "SOLVER.IMS_PER_BATCH": 8,
+    "SOLVER.MAX_ITER": 24000,
+    "SOLVER.STEPS": [18000],
+    "INPUT.MAX_SIZE_TEST": 2048,
+    "INPUT.MAX_SIZE_TRAIN": 2048,
+    "INPUT.MIN_SIZE_TEST": 1024,
+    "INPUT.MIN_SIZE_TRAIN": [800, 832, 864, 896, 928, 960, 992, 1024],
+}
+
+# configs/Cityscapes/mask_rcnn_R_50_FPN.yaml.
+D2_MASK_RCNN_CITYSCAPES = {
+    "MODEL.WEIGHTS": (
+        "detectron2://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x/137849600/"
+        "model_final_f10217.pkl"
+    ),
+    "MODEL.MASK_ON": True,
+    "MODEL.ROI_HEADS.NUM_CLASSES": 8,
+    "INPUT.MIN_SIZE_TRAIN": [800, 832, 864, 896, 928, 960, 992, 1024],
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING": "choice",
+    "INPUT.MIN_SIZE_TEST": 1024,
+    "INPUT.MAX_SIZE_TRAIN": 2048,
+    "INPUT.MAX_SIZE_TEST": 2048,
+    "DATASETS.TRAIN": ["cityscapes_fine_instance_seg_train"],
+    "DATASETS.TEST": ["cityscapes_fine_instance_seg_val"],
+    "SOLVER.BASE_LR": 0.01,
+    "SOLVER.STEPS": [18000],
+    "SOLVER.MAX_ITER": 24000,
+    "SOLVER.IMS_PER_BATCH": 8,
+    "TEST.EVAL_PERIOD": 8000,
+}
+
 
 def recipe(*layers: dict) -> dict:
     """Config layers merged in order, as detectron2 merges a config over its _BASE_."""
@@ -221,6 +420,9 @@ D2_CITYSCAPES_FPN = recipe(
 D2_CITYSCAPES_DEEPLAB = recipe(
     D2_DEFAULTS, D2_BASE_RCNN_DILATED_C5, D2_DEEPLAB_DEFAULTS, D2_DEEPLAB_CITYSCAPES_OS16
 )
+
+D2_MASK_RCNN = recipe(D2_DEFAULTS, D2_RCNN_DEFAULTS, D2_BASE_RCNN_FPN, D2_BASE_RCNN_FPN_DETECTION)
+D2_POINTREND_RCNN = recipe(D2_MASK_RCNN, D2_POINTREND_INSTANCE_DEFAULTS, D2_POINTREND_INSTANCE_BASE)
 
 
 def output_stride(cfg) -> int:
@@ -311,6 +513,80 @@ CONFIGS = {
     ),
 }
 
+# The instance configs: detectron2 key -> how ours gives the same thing under another name.
+POINTREND_RCNN_RENAMED = {
+    # Our configs' one class count serves the box, mask and point heads.
+    "MODEL.POINT_HEAD.NUM_CLASSES": lambda cfg: cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+    # PointRendInstanceMaskHead always has its point head (ConvFCCoarseMaskHead is the coarse
+    # head alone).
+    "MODEL.ROI_MASK_HEAD.POINT_HEAD_ON": lambda cfg: (
+        cfg.MODEL.ROI_MASK_HEAD.NAME == "PointRendInstanceMaskHead"
+    ),
+    # The point head predicts a mask per class unless the mask head's masks are class-agnostic.
+    "MODEL.POINT_HEAD.CLS_AGNOSTIC_MASK": lambda cfg: cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK,
+}
+POINTREND_RCNN_DIFFERENCES = {
+    # Our registered names (same parameters, same outputs).
+    "MODEL.ROI_MASK_HEAD.NAME": "PointRendInstanceMaskHead",
+    "MODEL.POINT_HEAD.NAME": "MLPPointHead",
+    # detectron2's 4 comes from Base-RCNN-FPN.yaml's standard mask head; neither PointRend mask
+    # head reads it.
+    "MODEL.ROI_MASK_HEAD.NUM_CONV": 0,
+}
+MASK_RCNN_CITYSCAPES_DIFFERENCES = {
+    # From ImageNet, as PointRend's Cityscapes model, rather than from detectron2's COCO model.
+    "MODEL.WEIGHTS": "detectron2://ImageNetPretrained/MSRA/R-50.pkl",
+}
+
+INSTANCE_CONFIGS = {
+    "pointrend_rcnn_R_50_FPN_1x_coco.yaml": (
+        recipe(D2_POINTREND_RCNN, D2_R50),
+        POINTREND_RCNN_RENAMED,
+        POINTREND_RCNN_DIFFERENCES,
+    ),
+    "pointrend_rcnn_R_50_FPN_3x_coco.yaml": (
+        recipe(D2_POINTREND_RCNN, D2_R50, D2_COCO_3X),
+        POINTREND_RCNN_RENAMED,
+        POINTREND_RCNN_DIFFERENCES,
+    ),
+    "pointrend_rcnn_R_101_FPN_3x_coco.yaml": (
+        recipe(D2_POINTREND_RCNN, D2_R101, D2_COCO_3X),
+        POINTREND_RCNN_RENAMED,
+        POINTREND_RCNN_DIFFERENCES,
+    ),
+    "pointrend_rcnn_X_101_32x8d_FPN_3x_coco.yaml": (
+        recipe(D2_POINTREND_RCNN, D2_X101_32X8D, D2_COCO_3X),
+        POINTREND_RCNN_RENAMED,
+        POINTREND_RCNN_DIFFERENCES,
+    ),
+    "pointrend_rcnn_R_50_FPN_1x_cityscapes.yaml": (
+        recipe(D2_POINTREND_RCNN, D2_POINTREND_CITYSCAPES_INSTANCE),
+        POINTREND_RCNN_RENAMED,
+        POINTREND_RCNN_DIFFERENCES,
+    ),
+    "mask_rcnn_R_50_FPN_1x_coco.yaml": (recipe(D2_MASK_RCNN, D2_R50), {}, {}),
+    "mask_rcnn_R_50_FPN_3x_coco.yaml": (recipe(D2_MASK_RCNN, D2_R50, D2_COCO_3X), {}, {}),
+    "mask_rcnn_R_101_FPN_3x_coco.yaml": (recipe(D2_MASK_RCNN, D2_R101, D2_COCO_3X), {}, {}),
+    "mask_rcnn_X_101_32x8d_FPN_3x_coco.yaml": (
+        recipe(D2_MASK_RCNN, D2_X101_32X8D, D2_COCO_3X),
+        {},
+        {},
+    ),
+    "mask_rcnn_R_50_FPN_1x_cityscapes.yaml": (
+        recipe(D2_MASK_RCNN, D2_MASK_RCNN_CITYSCAPES),
+        {},
+        MASK_RCNN_CITYSCAPES_DIFFERENCES,
+    ),
+}
+ALL_CONFIGS = {**CONFIGS, **INSTANCE_CONFIGS}
+
+# Each PointRend instance config and its Mask R-CNN baseline: the same but for the mask head.
+INSTANCE_BASELINES = {
+    config: config.replace("pointrend_rcnn_", "mask_rcnn_")
+    for config in INSTANCE_CONFIGS
+    if config.startswith("pointrend_rcnn_")
+}
+
 
 def value(cfg, key: str):
     """``cfg``'s value at a dotted ``key`` (tuples as lists), or MISSING."""
@@ -322,16 +598,22 @@ def value(cfg, key: str):
     return list(node) if isinstance(node, tuple) else node
 
 
-def model_zoo_fidelity_section() -> str:
+def readme_section(title: str) -> str:
+    """The text of README's ``### <title>`` section, up to the next heading."""
     readme = (REPO / "README.md").read_text()
-    match = re.search(r"^### Model-zoo fidelity\n(.*?)^##", readme, re.MULTILINE | re.DOTALL)
-    assert match, "README has no '### Model-zoo fidelity' section"
+    pattern = rf"^### {re.escape(title)}\n(.*?)(?=^##|\Z)"
+    match = re.search(pattern, readme, re.MULTILINE | re.DOTALL)
+    assert match, f"README has no '### {title}' section"
     return match.group(1)
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS))
+def model_zoo_fidelity_section() -> str:
+    return readme_section("Model-zoo fidelity")
+
+
+@pytest.mark.parametrize("config", sorted(ALL_CONFIGS))
 def test_config_gives_every_value_of_detectron2s_recipe(config):
-    reference, renamed, differences = CONFIGS[config]
+    reference, renamed, differences = ALL_CONFIGS[config]
     cfg = setup_cfg(str(REPO / "configs" / config))
     assert set(renamed) <= set(reference) and set(differences) <= set(reference)
     for key, expected in reference.items():
@@ -352,6 +634,51 @@ def test_readme_names_every_difference(config):
         assert f"`{key}`" in section, key
 
 
+@pytest.mark.parametrize("config", sorted(INSTANCE_CONFIGS))
+def test_readme_names_every_instance_difference_and_renamed_key(config):
+    """In the instance section itself, each with the config's name: a key that the semantic
+    tables name does not document an instance difference."""
+    section = readme_section("Model-zoo fidelity: instance segmentation")
+    assert f"`{config}`" in section, config
+    _, renamed, differences = INSTANCE_CONFIGS[config]
+    for key in [*differences, *renamed]:
+        assert f"`{key}`" in section, key
+
+
+@pytest.mark.parametrize("config", sorted(INSTANCE_BASELINES))
+def test_instance_config_and_its_baseline_differ_only_in_the_mask_head(config):
+    """Same backbone, weights, data, schedule and input: PointRend's mask head (point-sampled
+    features, trained on the box head's boxes, bit masks) against detectron2's standard one."""
+    baseline = INSTANCE_BASELINES[config]
+    ours = flatten(setup_cfg(str(REPO / "configs" / config)))
+    theirs = flatten(setup_cfg(str(REPO / "configs" / baseline)))
+    mask_head = {
+        "MODEL.ROI_MASK_HEAD.NAME",
+        "MODEL.ROI_MASK_HEAD.POOLER_TYPE",
+        "MODEL.ROI_MASK_HEAD.NUM_CONV",
+        "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES",
+        "INPUT.MASK_FORMAT",
+    }
+    if "cityscapes" in config:
+        # detectron2's Cityscapes Mask R-CNN also evaluates every 8000 iterations.
+        mask_head.add("TEST.EVAL_PERIOD")
+    assert set(ours) == set(theirs)
+    assert {key for key in ours if ours[key] != theirs[key]} == mask_head
+    assert ours["MODEL.ROI_MASK_HEAD.NAME"] == "PointRendInstanceMaskHead"
+    assert theirs["MODEL.ROI_MASK_HEAD.NAME"] == "MaskRCNNConvUpsampleHead"
+
+
+def flatten(node, prefix: str = "") -> dict:
+    """{dotted key: value} of every leaf of a config."""
+    leaves = {}
+    for key, child in node.items():
+        if isinstance(child, dict):
+            leaves.update(flatten(child, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = child
+    return leaves
+
+
 def test_output_stride_8_config_is_the_output_stride_16_one_at_stride_8():
     """detectron2 has no output-stride-8 Cityscapes DeepLab config: ours doubles the rates."""
     os16 = setup_cfg(str(REPO / "configs" / "deeplabv3_pointrend_R_101_os16_cityscapes.yaml"))
@@ -363,7 +690,7 @@ def test_output_stride_8_config_is_the_output_stride_16_one_at_stride_8():
     assert os8 == os16
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("config", sorted(ALL_CONFIGS))
 def test_imagenet_initialised_configs_allow_partial_weights(config):
     """Their ImageNet .pkl holds the bare ResNet: the heads cannot come from it."""
     cfg = setup_cfg(str(REPO / "configs" / config))
