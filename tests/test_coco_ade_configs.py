@@ -1,7 +1,8 @@
 """
-The COCO stuff-only and ADE20K-150 configs: their values against their sources, the models they
-build, the ADE20K folder spec (environment variables in spec paths), and one training iteration
-plus evaluation of each through tools/train_net.py on tiny datasets in detectron2's layouts.
+The COCO stuff-only and ADE20K-150 configs: their values against their sources, the ADE20K folder
+spec (environment variables in spec paths), and one training iteration plus evaluation of each
+through tools/train_net.py on tiny datasets in detectron2's layouts. Also: every config in
+configs/ builds its model and predicts, shrunk for the CPU.
 """
 
 import re
@@ -139,16 +140,41 @@ def test_ade20k_config_values():
     assert cfg.DATASETS.FOLDER_SPECS == ["configs/datasets/ade20k_150.yaml"]
 
 
-@pytest.mark.parametrize(
-    ("config", "num_classes"), [(COCO_R50, 54), (COCO_R101, 54), (ADE_R50, 150)]
-)
-def test_config_builds_a_model(config, num_classes):
-    cfg = setup_cfg(str(REPO / "configs" / config), TINY_MODEL_OPTS)
+# TINY_MODEL_OPTS for every config: also the widths of the DeepLabV3 and R-CNN heads (32 channels
+# for GroupNorm's 32 groups), and a few detections of any score, so that the mask heads run.
+TINY_ANY_MODEL_OPTS = [
+    *TINY_MODEL_OPTS,
+    "MODEL.DEEPLAB_V3.ASPP_CHANNELS", "32",
+    "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+    "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
+    "MODEL.ROI_MASK_HEAD.FC_DIM", "64",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+    "TEST.DETECTIONS_PER_IMAGE", "3",
+]  # fmt: skip
+EVERY_CONFIG = sorted(path.name for path in (REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", EVERY_CONFIG)
+def test_every_config_builds_a_model(config):
+    """Each config's model, with its class count, heads and backbone type, on a random R-18 (R-50
+    for the ResNeXt configs, whose grouped bottlenecks R-18 does not have) with narrow heads."""
+    cfg = setup_cfg(str(REPO / "configs" / config))
+    options = list(TINY_ANY_MODEL_OPTS)
+    if cfg.MODEL.RESNETS.NUM_GROUPS > 1:
+        options += ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.RES2_OUT_CHANNELS", "256"]
+    cfg.merge_from_list(options)
     model = build_model(cfg).eval()
     with torch.no_grad():
         image = torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8)
         (output,) = model([{"image": image, "height": SIZE, "width": SIZE}])
-    assert output["sem_seg"].shape == (num_classes, SIZE, SIZE)
+    if cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN":
+        instances = output["instances"]
+        assert 1 <= len(instances) <= 3
+        assert instances.pred_masks.shape[1:] == (SIZE, SIZE)
+        assert instances.pred_classes.max() < cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    else:
+        assert output["sem_seg"].shape == (cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, SIZE, SIZE)
 
 
 def test_ade20k_spec_registers_detectron2s_files_and_classes(ade20k_root, monkeypatch):
