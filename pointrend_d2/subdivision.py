@@ -30,14 +30,16 @@ computes a dense top-2 over classes after the coarse map.
 
 The maps of a batch (a few images in semantic segmentation, up to a hundred instance masks) are
 selected together, with no Python loop over them: one top-k over the window bounds of all maps
-gives their thresholds, one ``nonzero`` their candidate windows, one gather the exact values of
-all candidates, and one top-k over a per-map buffer of candidates padded with -inf each map's
-top-P, most uncertain first. The candidates' number depends on the data, so each of the (at most
-two) rounds of a step syncs with the host.
+gives their thresholds, one ``nonzero`` their candidate windows, laid out one row per map (padded
+to the longest), one gather the exact values at their cells, and one top-k over the rows each map's
+top-P, most uncertain first. The second round, where a map needs it, again covers the whole batch,
+with no candidates for the maps already done. The candidates' number depends on the data, so each
+round syncs with the host.
 
 Shape shorthand and coordinates as in :mod:`pointrend_d2.point_features`, except that ``N``
 counts maps (images, or instances of an instance head); additionally ``K`` is the number of class
-logits, ``(H, W)`` the size of the map before a 2x step and ``M`` a number of candidate windows.
+logits, ``(H, W)`` the size of the map before a 2x step, ``M`` a number of candidate windows per
+map and ``S = 4M`` the number of their cells.
 """
 
 from collections.abc import Callable
@@ -136,60 +138,35 @@ def window_cells(height: int, width: int, device: torch.device) -> tuple[Tensor,
     return cells.view(-1, 4), inside.view(-1, 4)
 
 
-def top_per_map(maps: Tensor, values: Tensor, num_maps: int, k: int) -> tuple[Tensor, Tensor]:
+def candidate_windows(flat_bound: Tensor, threshold: Tensor) -> tuple[Tensor, Tensor]:
     """
-    The k largest values of each map, for rows of values grouped by map.
+    The windows whose bound reaches their map's threshold, one row per map.
 
     Args:
-        maps: (M,) map index of each row of values, sorted; each of the N maps has rows.
-        values: (M, C) values, at least k of them finite in each map.
-        num_maps: N.
-        k: the number of values kept per map.
+        flat_bound: (N, (H+1) * (W+1)) window bounds, flattened.
+        threshold: (N,) each map's threshold.
 
     Returns:
-        top_values: (N, k) the k largest values of each map, largest first.
-        positions: (N, k) their positions in ``values.flatten()``.
+        windows: (N, M) flat window indices, each map's first, then window 0 as padding.
+        valid: (N, M) bool, False at the padding.
     """
-    # The rows of each map go to one row of a buffer padded with -inf, which a top-k picks only
-    # after the map's k finite values.
-    counts = torch.bincount(maps, minlength=num_maps)
-    starts = counts.cumsum(0) - counts
-    slots = torch.arange(len(maps), device=maps.device) - starts[maps]
-    buffer = values.new_full((num_maps, int(counts.max()), values.shape[1]), float("-inf"))
-    buffer[maps, slots] = values
-    top = torch.topk(buffer.flatten(1), k, dim=1)
-    return top.values, top.indices + values.shape[1] * starts.unsqueeze(1)
-
-
-def logits_at(logits: Tensor, maps: Tensor, cells: Tensor) -> Tensor:
-    """
-    The logits at cells of a batch of maps.
-
-    Args:
-        logits: (N, K, L) contiguous logits of N maps of L cells.
-        maps, cells: (...) int64 map index and flat cell index of each cell.
-
-    Returns:
-        (K, ...) their logits.
-    """
-    _, num_classes, num_cells = logits.shape
-    # One index_select on the flat logits, class by class, reads each class's cells in order.
-    class_offsets = torch.arange(num_classes, device=logits.device) * num_cells
-    index = (maps * (num_classes * num_cells) + cells).flatten() + class_offsets.unsqueeze(1)
-    return logits.view(-1).index_select(0, index.flatten()).view(num_classes, *cells.shape)
+    maps, windows = (flat_bound >= threshold.unsqueeze(1)).nonzero().unbind(1)
+    counts = torch.bincount(maps, minlength=len(flat_bound))
+    slots = torch.arange(len(maps), device=maps.device) - (counts.cumsum(0) - counts)[maps]
+    rows = windows.new_zeros(len(flat_bound), int(counts.max()))
+    rows[maps, slots] = windows
+    return rows, torch.arange(rows.shape[1], device=maps.device) < counts.unsqueeze(1)
 
 
 class Candidates(NamedTuple):
     """
-    The cells of a batch of maps whose exact uncertainty was computed in one round of a step, in
-    rows of a window's 4 cells; a cell may repeat (at an edge, or in the next round), always with
-    the same values.
+    The cells of each map whose exact uncertainty was computed in one round of a step. A cell may
+    repeat (at an edge, as padding, or in the next round), always with the same values.
     """
 
-    maps: Tensor  # (M, 4) map index of each candidate
-    cells: Tensor  # (M, 4) flat index of the candidate cell in its map
-    uncertainty: Tensor  # (M, 4) their exact uncertainties
-    label: Tensor  # (M, 4) their exact labels
+    cells: Tensor  # (N, S) flat indices of the candidate cells
+    uncertainty: Tensor  # (N, S) their exact uncertainties
+    label: Tensor  # (N, S) their exact labels
 
 
 def select_uncertain_cells(
@@ -207,11 +184,11 @@ def select_uncertain_cells(
 
     Returns:
         point_indices: (N, P) int64 flat indices of the selected cells, most uncertain first.
-        candidates: :class:`Candidates` of each round (of all maps in it), exact values at a
-            superset of the points.
+        candidates: the :class:`Candidates` of each round, exact values at a superset of the
+            points.
     """
-    batch_size, window_height, window_width = uncertainty_bound.shape
-    height, width = 2 * (window_height - 1), 2 * (window_width - 1)
+    batch_size, num_classes, _ = upsampled.shape
+    height, width = 2 * (uncertainty_bound.shape[1] - 1), 2 * (uncertainty_bound.shape[2] - 1)
     num_points = min(num_points, height * width)
     all_cells, all_inside = window_cells(height, width, upsampled.device)
     # Each window has at least one cell, so the windows whose bound reaches that of a map's P-th
@@ -221,28 +198,26 @@ def select_uncertain_cells(
     threshold = torch.topk(flat_bound, num_windows, dim=1, sorted=False).values.amin(1)
     point_indices = torch.empty(batch_size, num_points, dtype=torch.int64, device=upsampled.device)
     candidates = []
-    # Each round treats the maps not done yet, ``maps``, with their bounds ``bound``, at once.
-    maps, bound = torch.arange(batch_size, device=upsampled.device), flat_bound
-    while len(maps):
-        local, windows = (bound >= threshold.unsqueeze(1)).nonzero().unbind(1)
-        cells, inside = all_cells[windows], all_inside[windows]
-        window_maps = maps[local].unsqueeze(1).expand_as(cells)
-        # (K, M, 4) -> (M, K, 4): uncertainty_and_label reduces over dimension 1.
-        candidate_logits = logits_at(upsampled, window_maps, cells).movedim(0, 1)
+    todo = torch.ones(batch_size, dtype=torch.bool, device=upsampled.device)
+    while True:
+        windows, valid = candidate_windows(flat_bound, threshold)
+        cells = all_cells[windows].flatten(1)
+        selectable = (all_inside[windows] & valid.unsqueeze(2)).flatten(1)
+        candidate_logits = upsampled.gather(2, cells.unsqueeze(1).expand(-1, num_classes, -1))
         uncertainty, label = uncertainty_and_label(candidate_logits)
-        candidates.append(Candidates(window_maps, cells, uncertainty, label))
-        top_uncertainty, top_positions = top_per_map(
-            local, torch.where(inside, uncertainty, float("-inf")), len(maps), num_points
-        )
+        candidates.append(Candidates(cells, uncertainty, label))
+        top = torch.topk(uncertainty.masked_fill(~selectable, float("-inf")), num_points, dim=1)
         # Cells outside the candidates have uncertainty <= bound < threshold: where the P-th
         # candidate reaches the threshold, none of them can be selected. The other maps take one
         # more round with their P-th candidate's uncertainty as threshold, which is exact.
-        nth_uncertainty = top_uncertainty[:, -1]
-        done = nth_uncertainty >= threshold
-        point_indices[maps[done]] = cells.flatten()[top_positions[done]]
-        remaining = ~done
-        maps, bound, threshold = maps[remaining], bound[remaining], nth_uncertainty[remaining]
-    return point_indices, candidates
+        nth_uncertainty = top.values[:, -1]
+        done = todo & (nth_uncertainty >= threshold)
+        point_indices[done] = cells.gather(1, top.indices)[done]
+        todo &= ~done
+        if not todo.any():
+            return point_indices, candidates
+        # An infinite threshold gives the maps done no more candidates.
+        threshold = torch.where(todo, nth_uncertainty, float("inf"))
 
 
 def upsampled_bounds(
@@ -281,8 +256,8 @@ def upsampled_bounds(
     flat_uncertainty, flat_label = uncertainty.view(batch_size, -1), label.view(batch_size, -1)
     # A repeated candidate cell writes the same values each time.
     for found in candidates:
-        flat_uncertainty[found.maps, found.cells] = found.uncertainty
-        flat_label[found.maps, found.cells] = found.label
+        flat_uncertainty.scatter_(1, found.cells, found.uncertainty)
+        flat_label.scatter_(1, found.cells, found.label)
     point_uncertainty, point_label = uncertainty_and_label(point_logits)
     flat_uncertainty.scatter_(1, point_indices, point_uncertainty)
     flat_label.scatter_(1, point_indices, point_label)

@@ -286,10 +286,10 @@ def test_maps_whose_candidates_fall_short_take_a_second_round():
     coarse = instance_like_logits(20, 1, "smooth", generator)
     fine_map = torch.randn(20, 1, 224, 224, generator=generator) * 1e-3
     with mock.patch.object(
-        subdivision, "logits_at", wraps=subdivision.logits_at
-    ) as candidate_logits:
+        subdivision, "candidate_windows", wraps=subdivision.candidate_windows
+    ) as candidate_windows:
         assert_bounded_equals_topk(coarse, 3, 784, fine_map)
-    assert candidate_logits.call_count > 3
+    assert candidate_windows.call_count > 3
 
 
 @pytest.mark.parametrize("selection", SELECTIONS)
