@@ -1,6 +1,7 @@
 """
-Pictures of semantic segmentation and of PointRend's adaptive subdivision: coloured overlays,
-per-step panels of the refined points and the uncertainty map, and side-by-side crops.
+Pictures of semantic and instance segmentation and of PointRend's adaptive subdivision: coloured
+overlays, per-step panels of the refined points (with the uncertainty map for semantic models, the
+masks so far for instance models), and side-by-side crops.
 
 Images here are (H, W, 3) uint8 RGB numpy arrays; label maps are (H, W) integer arrays.
 """
@@ -12,20 +13,28 @@ import cv2
 import numpy as np
 import torch
 from detectron2.data import Metadata
-from detectron2.modeling import SemanticSegmentor
-from detectron2.structures import ImageList
+from detectron2.layers import paste_masks_in_image
+from detectron2.modeling import GeneralizedRCNN, SemanticSegmentor
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import ImageList, Instances
+from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from . import subdivision
 from .coarse_head import expand_foreground_logit
-from .point_features import calculate_uncertainty
+from .mask_head import PointRendInstanceMaskHead
+from .point_features import box_points_to_image, calculate_uncertainty
 from .semantic_seg import PointRendSemanticHead
 
 __all__ = [
+    "InstanceSubdivisionStep",
     "SubdivisionStep",
     "colorize_labels",
+    "draw_instance_subdivision_step",
     "draw_subdivision_step",
+    "overlay_instances",
     "overlay_sem_seg",
+    "trace_instance_subdivision",
     "trace_subdivision",
 ]
 
@@ -149,23 +158,179 @@ def draw_subdivision_step(
         (H, 2 W, 3) uint8 RGB panel.
     """
     height, width = image.shape[:2]
-    points_view = (image.astype(np.float32) * 0.6).astype(np.uint8)
-    pixels = np.floor(step.points).astype(int)
+    points_view = _dim(image)
+    num_drawn = _draw_points(points_view, step.points, np.asarray(point_color, np.uint8))
+    uncertainty_view = _uncertainty_heatmap(step.uncertainty, height, width)
+    step_height, step_width = step.uncertainty.shape
+    _caption(points_view, f"step {step_index}: {num_drawn} points refined")
+    _caption(uncertainty_view, f"uncertainty at {step_height}x{step_width}")
+    return np.concatenate([points_view, uncertainty_view], axis=1)
+
+
+def _dim(image: np.ndarray) -> np.ndarray:
+    """The image darkened to 60%, a background on which points stand out."""
+    return (image.astype(np.float32) * 0.6).astype(np.uint8)
+
+
+def _draw_points(view: np.ndarray, points: np.ndarray, colors: np.ndarray) -> int:
+    """
+    Draw (P, 2) ``(x, y)`` pixel points into ``view`` in place, in one (3,) colour or (P, 3)
+    colours; returns how many lie on the image.
+    """
+    height, width = view.shape[:2]
+    pixels = np.floor(points).astype(int)
     inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0)
     inside &= pixels[:, 1] < height
+    if colors.ndim == 2:
+        colors = colors[inside]
     # One pixel per point plus its 4-neighbours, so that points stay visible when scaled down.
     for dy, dx in ((0, 0), (0, 1), (1, 0), (0, -1), (-1, 0)):
         rows = np.clip(pixels[inside, 1] + dy, 0, height - 1)
         cols = np.clip(pixels[inside, 0] + dx, 0, width - 1)
-        points_view[rows, cols] = point_color
-    uncertainty_view = _uncertainty_heatmap(step.uncertainty, height, width)
-    step_height, step_width = step.uncertainty.shape
-    for view, caption in (
-        (points_view, f"step {step_index}: {int(inside.sum())} points refined"),
-        (uncertainty_view, f"uncertainty at {step_height}x{step_width}"),
-    ):
-        scale = max(height / 512, 0.4)
-        origin = (5, int(20 * scale) + 2)
-        cv2.putText(view, caption, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0), 3)
-        cv2.putText(view, caption, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (255,) * 3, 1)
-    return np.concatenate([points_view, uncertainty_view], axis=1)
+        view[rows, cols] = colors
+    return int(inside.sum())
+
+
+def _caption(view: np.ndarray, caption: str) -> None:
+    """Write a caption at the top left of ``view`` in place, white on a black outline."""
+    scale = max(view.shape[0] / 512, 0.4)
+    origin = (5, int(20 * scale) + 2)
+    cv2.putText(view, caption, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (0, 0, 0), 3)
+    cv2.putText(view, caption, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (255,) * 3, 1)
+
+
+@dataclass
+class InstanceSubdivisionStep:
+    """
+    One adaptive-subdivision step of PointRend's instance mask head, for the detections of one
+    image, in the frame of the output image (the order of the detections of
+    :func:`trace_instance_subdivision`).
+
+    Attributes:
+        points: (R, P, 2) float32 ``(x, y)`` centres of each detection's re-predicted cells, in
+            output-image pixels (box-normalized points mapped through the detection's box).
+        masks: (R, H, W) bool masks after this step: the step's logits of each detection's class
+            pasted into its box (probability > 0.5), as detectron2 pastes the final masks.
+        resolution: side of the per-box logit grid after this step.
+    """
+
+    points: np.ndarray
+    masks: np.ndarray
+    resolution: int
+
+
+@torch.no_grad()
+def trace_instance_subdivision(
+    model: GeneralizedRCNN, batched_input: dict
+) -> tuple[Instances, list[InstanceSubdivisionStep]]:
+    """
+    Runs a PointRend Mask R-CNN on one image and records every subdivision step of its mask head
+    (the head's own ``subdivision_inference``, with its settings, on the detected boxes).
+
+    Args:
+        model: a GeneralizedRCNN whose ``roi_heads.mask_head`` is a
+            :class:`~pointrend_d2.mask_head.PointRendInstanceMaskHead`.
+        batched_input: one model input: ``image`` (C, H, W) in the model's input format and size,
+            ``height`` and ``width`` of the output image.
+
+    Returns:
+        The model's detections at the output size, on the CPU (what ``model([batched_input])``
+        returns as ``instances``: the last step's masks are its ``pred_masks``, tested), and one
+        :class:`InstanceSubdivisionStep` per subdivision step, its detections in that order.
+    """
+    mask_head = getattr(getattr(model, "roi_heads", None), "mask_head", None)
+    if not isinstance(mask_head, PointRendInstanceMaskHead):
+        raise TypeError(
+            "Tracing the instance subdivision needs ROI_MASK_HEAD.NAME PointRendInstanceMaskHead, "
+            f"not {type(mask_head).__name__}"
+        )
+    if model.proposal_generator is None:
+        raise TypeError("Tracing the instance subdivision needs a model with a proposal generator")
+    images = model.preprocess_image([batched_input])
+    features = model.backbone(images.tensor)
+    proposals, _ = model.proposal_generator(images, features, None)
+    detections = model.roi_heads(images, features, proposals, None)[0][0]
+    input_height, input_width = images.image_sizes[0]
+    output_height = batched_input.get("height", input_height)
+    output_width = batched_input.get("width", input_width)
+    # detector_postprocess scales the boxes in place and drops empty ones: keep the input-frame
+    # boxes for the points and an index to follow the detections it keeps.
+    input_boxes = detections.pred_boxes.tensor.clone()
+    detections.trace_index = torch.arange(len(detections), device=input_boxes.device)
+    results = detector_postprocess(detections, output_height, output_width)
+    keep = results.trace_index
+    results.remove("trace_index")
+    to_output = input_boxes.new_tensor([output_width / input_width, output_height / input_height])
+
+    steps = []
+
+    def record(step: subdivision.SubdivisionStep) -> None:
+        points = box_points_to_image(input_boxes, step.point_coords)[keep] * to_output
+        masks = paste_masks_in_image(
+            step.refined[keep, 0].sigmoid(),
+            results.pred_boxes,
+            (output_height, output_width),
+            threshold=0.5,
+        )
+        steps.append(
+            InstanceSubdivisionStep(
+                points=points.float().cpu().numpy(),
+                masks=masks.cpu().numpy(),
+                resolution=step.refined.shape[-1],
+            )
+        )
+
+    mask_features = {name: features[name] for name in model.roi_heads.mask_in_features}
+    mask_head.subdivision_inference(
+        mask_features, [input_boxes], detections.pred_classes, on_step=record
+    )
+    return results.to("cpu"), steps
+
+
+def instance_colors(num_instances: int) -> np.ndarray:
+    """(R, 3) uint8 RGB colours, one per detection, from detectron2's fixed colour map."""
+    palette = colormap(rgb=True, maximum=255).astype(np.uint8)
+    return palette[np.arange(num_instances) % len(palette)]
+
+
+def overlay_instances(image: np.ndarray, instances: Instances, metadata: Metadata) -> np.ndarray:
+    """
+    Detections drawn over the image by detectron2's ``Visualizer.draw_instance_predictions``:
+    masks, boxes, ``metadata.thing_classes`` names and scores (the classes' ``thing_colors``,
+    jittered, where the metadata has them).
+    """
+    mode = ColorMode.SEGMENTATION if metadata.get("thing_colors") else ColorMode.IMAGE
+    visualizer = Visualizer(image, metadata, instance_mode=mode)
+    return visualizer.draw_instance_predictions(instances.to("cpu")).get_image()
+
+
+def draw_instance_subdivision_step(
+    image: np.ndarray, step: InstanceSubdivisionStep, step_index: int
+) -> np.ndarray:
+    """
+    A panel for one instance subdivision step: left, the image (dimmed) with each detection's
+    refined points in its colour (:func:`instance_colors`); right, the masks after this step in
+    the same colours.
+
+    Args:
+        image: (H, W, 3) uint8 RGB output image.
+        step: the step, as returned by :func:`trace_instance_subdivision` (possibly of a subset
+            of the detections: index its arrays alike).
+        step_index: 1-based step number, for the caption.
+
+    Returns:
+        (H, 2 W, 3) uint8 RGB panel.
+    """
+    num_instances, num_points = step.points.shape[:2]
+    colors = instance_colors(num_instances)
+    points_view = _dim(image)
+    num_drawn = _draw_points(
+        points_view, step.points.reshape(-1, 2), np.repeat(colors, num_points, axis=0)
+    )
+    masks_view = _dim(image)
+    # The first detections (highest scores) on top: paint in reverse order.
+    for mask, color in zip(step.masks[::-1], colors[::-1], strict=True):
+        masks_view[mask] = (0.4 * masks_view[mask] + 0.6 * color).astype(np.uint8)
+    _caption(points_view, f"step {step_index}: {num_drawn} points")
+    _caption(masks_view, f"masks at {step.resolution}x{step.resolution}")
+    return np.concatenate([points_view, masks_view], axis=1)

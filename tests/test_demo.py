@@ -1,4 +1,5 @@
-"""tools/demo.py and the subdivision trace behind --show-points, on a tiny random-weight model."""
+"""tools/demo.py and the subdivision traces behind --show-points, on tiny random-weight semantic
+and instance models."""
 
 import importlib.util
 import uuid
@@ -15,8 +16,8 @@ from PIL import Image
 from pointrend_d2.config import setup_cfg
 from pointrend_d2.data import register_textured_shapes
 from pointrend_d2.export import export_model
-from pointrend_d2.visualization import trace_subdivision
-from tests.helpers import REPO, small_fpn_cfg
+from pointrend_d2.visualization import trace_instance_subdivision, trace_subdivision
+from tests.helpers import REPO, small_fpn_cfg, small_rcnn_cfg
 
 HEIGHT, WIDTH = 128, 256
 
@@ -169,3 +170,134 @@ def test_compare_writes_figure(tmp_path, tiny_val_images):
     assert figure.shape == (22 + 3 * 128 + 2 * 4, 4 * 128, 3)
     image_tile, gt_tile = figure[22:150, :128], figure[22:150, 128:256]
     assert not np.array_equal(image_tile, gt_tile)
+
+
+INSTANCE_HEIGHT, INSTANCE_WIDTH = 96, 160
+
+
+def tiny_instance_cfg(**overrides):
+    """A random-weight tiny PointRend Mask R-CNN's config: 4 classes (textured_shapes_instances_val
+    gives their names), 96x160 test images, at most 20 detections."""
+    return small_rcnn_cfg(
+        num_classes=4,
+        **{
+            "DATASETS.TEST": ("textured_shapes_instances_val",),
+            "INPUT.MIN_SIZE_TEST": INSTANCE_HEIGHT,
+            "INPUT.MAX_SIZE_TEST": INSTANCE_WIDTH,
+            "TEST.DETECTIONS_PER_IMAGE": 20,
+            **overrides,
+        },
+    )
+
+
+def tiny_instance_model_files(tmp_path, **overrides):
+    """A config file and a checkpoint of a :func:`tiny_instance_cfg` model; returns their paths."""
+    tmp_path.mkdir(exist_ok=True)
+    cfg = tiny_instance_cfg(**overrides)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("tiny")
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(cfg.dump())
+    return str(config_path), str(tmp_path / "tiny.pth")
+
+
+@pytest.fixture
+def instance_image(tmp_path):
+    """A random 96x160 RGB image file."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "shapes.png"
+    image = rng.integers(0, 256, (INSTANCE_HEIGHT, INSTANCE_WIDTH, 3), dtype=np.uint8)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_demo_draws_instances_and_their_subdivision_points(tmp_path, instance_image):
+    config, weights = tiny_instance_model_files(tmp_path / "model")
+    demo = load_tool("demo")
+    common = ["--config-file", config, "--input", str(instance_image), "--confidence-threshold",
+              "0.0"]  # fmt: skip
+    demo.main([*common, "--output", str(tmp_path / "plain"), "--opts", "MODEL.WEIGHTS", weights])
+    assert [p.name for p in (tmp_path / "plain").iterdir()] == ["shapes.png"]
+    image = read_png(instance_image)
+    overlay = read_png(tmp_path / "plain" / "shapes.png")
+    assert overlay.shape == (INSTANCE_HEIGHT, INSTANCE_WIDTH, 3)
+    assert not np.array_equal(overlay, image)
+
+    output = tmp_path / "points"
+    demo.main([*common, "--output", str(output), "--show-points", "--opts", "MODEL.WEIGHTS",
+               weights])  # fmt: skip
+    # 7x7 coarse masks: the point head predicts a 28x28 grid, then 3 steps to 224x224.
+    expected = {"shapes.png"} | {f"shapes_step{k}.png" for k in (1, 2, 3)}
+    assert {p.name for p in output.iterdir()} == expected
+    assert read_png(output / "shapes.png").shape == (INSTANCE_HEIGHT, INSTANCE_WIDTH, 3)
+    dimmed = (image.astype(np.float32) * 0.6).astype(np.uint8)
+    panels = [read_png(output / f"shapes_step{k}.png") for k in (1, 2, 3)]
+    for panel in panels:
+        assert panel.shape == (INSTANCE_HEIGHT, 2 * INSTANCE_WIDTH, 3)
+        points_view, masks_view = panel[:, :INSTANCE_WIDTH], panel[:, INSTANCE_WIDTH:]
+        assert not np.array_equal(points_view, overlay)
+        # Points drawn over the dimmed image (the caption covers at most a strip at the top).
+        changed = (points_view[20:] != dimmed[20:]).any(axis=2)
+        assert changed.sum() > 200
+        assert not np.array_equal(masks_view[20:], dimmed[20:])
+    assert not np.array_equal(panels[0], panels[1])
+
+
+def test_trace_instance_subdivision_matches_model_inference():
+    torch.manual_seed(0)
+    model = build_model(tiny_instance_cfg()).eval()
+    image = torch.randint(0, 256, (3, INSTANCE_HEIGHT, INSTANCE_WIDTH)).float()
+    # An output image twice the input's size: points are reported in output pixels.
+    batched_input = {"image": image, "height": 2 * INSTANCE_HEIGHT, "width": 2 * INSTANCE_WIDTH}
+    with torch.no_grad():
+        expected = model([batched_input])[0]["instances"]
+    instances, steps = trace_instance_subdivision(model, batched_input)
+    assert len(instances) == 20
+    for field in ("pred_boxes", "scores", "pred_classes", "pred_masks"):
+        actual, wanted = instances.get(field), expected.get(field)
+        if field == "pred_boxes":
+            actual, wanted = actual.tensor, wanted.tensor
+        assert torch.equal(actual, wanted), field
+    assert [step.resolution for step in steps] == [56, 112, 224]
+    np.testing.assert_array_equal(steps[-1].masks, instances.pred_masks.numpy())
+    boxes = instances.pred_boxes.tensor.numpy()
+    for step in steps:
+        assert step.points.shape == (20, 784, 2)
+        assert step.masks.shape == (20, 2 * INSTANCE_HEIGHT, 2 * INSTANCE_WIDTH)
+        # Each detection's points lie in its box (cell centres: strictly inside).
+        assert (step.points >= boxes[:, None, :2] - 1e-3).all()
+        assert (step.points <= boxes[:, None, 2:] + 1e-3).all()
+    assert not np.array_equal(steps[0].points, steps[1].points)
+
+
+def test_demo_instance_baseline_and_flag_errors(tmp_path, instance_image):
+    """A Mask R-CNN baseline draws detections but has no subdivision; --confidence-threshold is
+    for instance models only."""
+    config, weights = tiny_instance_model_files(
+        tmp_path / "baseline",
+        **{"MODEL.ROI_MASK_HEAD.NAME": "MaskRCNNConvUpsampleHead",
+           "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "ROIAlignV2", "MODEL.ROI_MASK_HEAD.NUM_CONV": 1},
+    )  # fmt: skip
+    demo = load_tool("demo")
+    output = tmp_path / "out"
+    args = ["--config-file", config, "--input", str(instance_image), "--output", str(output),
+            "--confidence-threshold", "0.0", "--opts", "MODEL.WEIGHTS", weights]  # fmt: skip
+    demo.main(args)
+    assert read_png(output / "shapes.png").shape == (INSTANCE_HEIGHT, INSTANCE_WIDTH, 3)
+    with pytest.raises(SystemExit, match="PointRendInstanceMaskHead"):
+        demo.main(args[:-3] + ["--show-points"] + args[-3:])
+    semantic = [
+        "--config-file",
+        str(REPO / "configs" / "pointrend_semseg.yaml"),
+        "--input",
+        str(instance_image),
+        "--output",
+        str(output),
+        "--confidence-threshold",
+        "0.5",
+    ]
+    with pytest.raises(SystemExit, match="for instance models"):
+        demo.main(semantic)  # fmt: skip
+    with pytest.raises(SystemExit, match="for instance models"):
+        demo.main(["--exported", str(tmp_path), *semantic[2:]])

@@ -4,14 +4,26 @@ Segment images with a trained model, or with an exported one, and write coloured
 
     python tools/demo.py --config-file configs/pointrend_semseg.yaml \
         --input 'photos/*.jpg' --output demo_out [--show-points] --opts MODEL.WEIGHTS model.pth
+    python tools/demo.py --config-file configs/pointrend_instance.yaml \
+        --input 'photos/*.jpg' --output demo_out [--show-points] [--confidence-threshold 0.5] \
+        --opts MODEL.WEIGHTS model.pth
     python tools/demo.py --exported exported/ --input 'photos/*.jpg' --output demo_out
 
 --input is an image, a folder (its images) or a glob. For every image ``<stem>`` it writes
-``<output>/<stem>.png`` (the prediction over the image in the dataset's colours) and, with
---show-points (PointRend models, eager only), ``<output>/<stem>_step<k>.png`` for each
-subdivision step k: the points re-predicted at that step over the image, and beside it the
-uncertainty map that chose them. Class names and colours come from the metadata of
-DATASETS.TEST[0] (or TRAIN[0]), or of the exported folder (tools/export_model.py).
+``<output>/<stem>.png`` and, with --show-points (PointRend models, eager only),
+``<output>/<stem>_step<k>.png`` for each subdivision step k.
+
+Semantic models (and exported ones): the prediction over the image in the dataset's colours; the
+step panels show the points re-predicted at that step over the image, and beside it the
+uncertainty map that chose them. Class names and colours come from the metadata of DATASETS.TEST[0]
+(or TRAIN[0]), or of the exported folder (tools/export_model.py).
+
+Instance models (MODEL.META_ARCHITECTURE GeneralizedRCNN): the detections with a score of at least
+--confidence-threshold (default 0.5; it also sets MODEL.ROI_HEADS.SCORE_THRESH_TEST), drawn by
+detectron2's Visualizer (masks, boxes, class names, scores; names from the ``thing_classes`` of
+DATASETS.TEST[0], or TRAIN[0]). The step panels (ROI_MASK_HEAD.NAME PointRendInstanceMaskHead)
+show each detection's re-predicted points in image coordinates, one colour per detection, and
+beside them the masks after that step.
 """
 
 import argparse
@@ -21,19 +33,32 @@ import os
 
 import cv2
 import numpy as np
+import torch
 import tqdm
-from detectron2.data import Metadata
+from detectron2.config import CfgNode
+from detectron2.data import Metadata, MetadataCatalog
 from detectron2.utils.logger import setup_logger
 
-from pointrend_d2 import PointRendSemanticHead
+from pointrend_d2 import PointRendInstanceMaskHead, PointRendSemanticHead
 from pointrend_d2.config import setup_cfg
+from pointrend_d2.data import register_datasets_from_config
 from pointrend_d2.data.mapper import read_image_file
 from pointrend_d2.deploy import ExportedPredictor
 from pointrend_d2.export import class_names_and_colors
 from pointrend_d2.predictor import Predictor
-from pointrend_d2.visualization import draw_subdivision_step, overlay_sem_seg, trace_subdivision
+from pointrend_d2.visualization import (
+    InstanceSubdivisionStep,
+    draw_instance_subdivision_step,
+    draw_subdivision_step,
+    overlay_instances,
+    overlay_sem_seg,
+    trace_instance_subdivision,
+    trace_subdivision,
+)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Score below which instance models' detections are not drawn, unless --confidence-threshold.
+DEFAULT_CONFIDENCE_THRESHOLD = 0.5
 logger = logging.getLogger("pointrend_d2.demo")
 
 
@@ -48,6 +73,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="folder for the PNGs")
     parser.add_argument(
         "--show-points", action="store_true", help="also write one panel per subdivision step"
+    )
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=None,
+        metavar="SCORE",
+        help=f"instance models: draw detections scoring at least this "
+        f"(default {DEFAULT_CONFIDENCE_THRESHOLD})",
     )
     parser.add_argument(
         "--opts", default=[], nargs=argparse.REMAINDER, help="config overrides KEY VALUE ..."
@@ -79,6 +112,38 @@ def demo_metadata(class_names: list[str], class_colors: list[list[int]] | None) 
     )
 
 
+def is_instance_config(cfg: CfgNode) -> bool:
+    """Whether ``cfg`` is an instance (Mask R-CNN) model rather than a semantic one."""
+    return cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN"
+
+
+def instance_metadata(cfg: CfgNode) -> Metadata:
+    """
+    Metadata for drawing detections: ``thing_classes`` (and ``thing_colors`` if any) of the first
+    of DATASETS.TEST, DATASETS.TRAIN whose metadata has them (dataset specs registered first),
+    else "class 0", "class 1", ...
+
+    Raises:
+        SystemExit: that dataset's class count differs from MODEL.ROI_HEADS.NUM_CLASSES.
+    """
+    register_datasets_from_config(cfg)
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    fields = {"thing_classes": [f"class {i}" for i in range(num_classes)]}
+    for name in (*cfg.DATASETS.TEST, *cfg.DATASETS.TRAIN):
+        metadata = MetadataCatalog.get(name)
+        if metadata.get("thing_classes"):
+            if len(metadata.thing_classes) != num_classes:
+                raise SystemExit(
+                    f"Dataset {name!r} has {len(metadata.thing_classes)} thing_classes but "
+                    f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes}: is this the model's dataset?"
+                )
+            fields = {"thing_classes": list(metadata.thing_classes)}
+            if metadata.get("thing_colors"):
+                fields["thing_colors"] = [list(c) for c in metadata.thing_colors]
+            break
+    return Metadata(name="pointrend_d2_demo").set(**fields)
+
+
 def build_predictor(args: argparse.Namespace) -> tuple[Predictor | ExportedPredictor, Metadata]:
     """The eager or exported predictor of the command line, and its classes' metadata."""
     if args.exported:
@@ -86,15 +151,76 @@ def build_predictor(args: argparse.Namespace) -> tuple[Predictor | ExportedPredi
             raise SystemExit(
                 "--show-points and --opts need the eager model (--config-file), not --exported"
             )
+        if args.confidence_threshold is not None:
+            raise SystemExit(
+                "--confidence-threshold is for instance models; --exported is semantic"
+            )
         predictor = ExportedPredictor(args.exported)
         metadata = predictor.metadata
         return predictor, demo_metadata(metadata.class_names, metadata.class_colors)
     cfg = setup_cfg(args.config_file, args.opts)
+    if is_instance_config(cfg):
+        if args.confidence_threshold is None:
+            args.confidence_threshold = DEFAULT_CONFIDENCE_THRESHOLD
+        # As detectron2's demo: detections below the threshold are not even given masks.
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
+    elif args.confidence_threshold is not None:
+        raise SystemExit(
+            "--confidence-threshold is for instance models (MODEL.META_ARCHITECTURE "
+            f"GeneralizedRCNN), not {cfg.MODEL.META_ARCHITECTURE}"
+        )
     cfg.freeze()
     predictor = Predictor(cfg)
+    if is_instance_config(cfg):
+        mask_head = getattr(predictor.model.roi_heads, "mask_head", None)
+        if args.show_points and not isinstance(mask_head, PointRendInstanceMaskHead):
+            raise SystemExit("--show-points needs ROI_MASK_HEAD.NAME PointRendInstanceMaskHead")
+        return predictor, instance_metadata(cfg)
     if args.show_points and not isinstance(predictor.model.sem_seg_head, PointRendSemanticHead):
         raise SystemExit("--show-points needs SEM_SEG_HEAD.NAME PointRendSemanticHead")
     return predictor, demo_metadata(*class_names_and_colors(cfg))
+
+
+def draw_semantic(
+    predictor: Predictor | ExportedPredictor,
+    metadata: Metadata,
+    path: str,
+    rgb: np.ndarray,
+    show_points: bool,
+) -> list[np.ndarray]:
+    """The overlay of a semantic model's prediction, then its step panels if ``show_points``."""
+    labels = predictor(path)["sem_seg"].argmax(dim=0).cpu().numpy()
+    pictures = [overlay_sem_seg(rgb, labels, metadata)]
+    if show_points:
+        steps = trace_subdivision(predictor.model, predictor.model_input(path))
+        pictures += [draw_subdivision_step(rgb, step, k) for k, step in enumerate(steps, start=1)]
+    return pictures
+
+
+def draw_instances(
+    predictor: Predictor,
+    metadata: Metadata,
+    path: str,
+    rgb: np.ndarray,
+    show_points: bool,
+    confidence_threshold: float,
+) -> list[np.ndarray]:
+    """
+    The overlay of an instance model's detections scoring at least ``confidence_threshold``, then
+    its step panels (of the same detections) if ``show_points``.
+    """
+    if not show_points:
+        instances = predictor(path)["instances"].to("cpu")
+        keep = instances.scores >= confidence_threshold
+        return [overlay_instances(rgb, instances[keep], metadata)]
+    # The traced run is the model's inference (tested): one run gives detections and steps.
+    instances, steps = trace_instance_subdivision(predictor.model, predictor.model_input(path))
+    keep = (instances.scores >= confidence_threshold).numpy()
+    pictures = [overlay_instances(rgb, instances[torch.from_numpy(keep)], metadata)]
+    for index, step in enumerate(steps, start=1):
+        kept = InstanceSubdivisionStep(step.points[keep], step.masks[keep], step.resolution)
+        pictures.append(draw_instance_subdivision_step(rgb, kept, index))
+    return pictures
 
 
 def main(argv=None) -> None:
@@ -104,16 +230,19 @@ def main(argv=None) -> None:
     os.makedirs(args.output, exist_ok=True)
 
     paths = list_inputs(args.input)
+    instance = isinstance(predictor, Predictor) and is_instance_config(predictor.cfg)
     for path in tqdm.tqdm(paths, disable=len(paths) == 1, unit="image"):
         rgb = np.asarray(read_image_file(path, "Image").convert("RGB"))
-        labels = predictor(path)["sem_seg"].argmax(dim=0).cpu().numpy()
+        if instance:
+            pictures = draw_instances(
+                predictor, metadata, path, rgb, args.show_points, args.confidence_threshold
+            )
+        else:
+            pictures = draw_semantic(predictor, metadata, path, rgb, args.show_points)
         stem = os.path.splitext(os.path.basename(path))[0]
-        write_png(os.path.join(args.output, f"{stem}.png"), overlay_sem_seg(rgb, labels, metadata))
-        if args.show_points:
-            steps = trace_subdivision(predictor.model, predictor.model_input(path))
-            for index, step in enumerate(steps, start=1):
-                panel = draw_subdivision_step(rgb, step, index)
-                write_png(os.path.join(args.output, f"{stem}_step{index}.png"), panel)
+        write_png(os.path.join(args.output, f"{stem}.png"), pictures[0])
+        for index, panel in enumerate(pictures[1:], start=1):
+            write_png(os.path.join(args.output, f"{stem}_step{index}.png"), panel)
     logger.info("Wrote %d image(s) to %s", len(paths), args.output)
 
 
