@@ -138,19 +138,20 @@ def window_cells(height: int, width: int, device: torch.device) -> tuple[Tensor,
     return cells.view(-1, 4), inside.view(-1, 4)
 
 
-def candidate_windows(flat_bound: Tensor, threshold: Tensor) -> tuple[Tensor, Tensor]:
+def candidate_windows(flat_bound: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
     """
-    The windows whose bound reaches their map's threshold, one row per map.
+    The windows whose bound lies in ``[lower, upper)`` of their map, one row per map.
 
     Args:
         flat_bound: (N, (H+1) * (W+1)) window bounds, flattened.
-        threshold: (N,) each map's threshold.
+        lower, upper: (N,) each map's range.
 
     Returns:
         windows: (N, M) flat window indices, each map's first, then window 0 as padding.
         valid: (N, M) bool, False at the padding.
     """
-    maps, windows = (flat_bound >= threshold.unsqueeze(1)).nonzero().unbind(1)
+    in_range = (flat_bound >= lower.unsqueeze(1)) & (flat_bound < upper.unsqueeze(1))
+    maps, windows = in_range.nonzero().unbind(1)
     counts = torch.bincount(maps, minlength=len(flat_bound))
     slots = torch.arange(len(maps), device=maps.device) - (counts.cumsum(0) - counts)[maps]
     rows = windows.new_zeros(len(flat_bound), int(counts.max()))
@@ -161,7 +162,7 @@ def candidate_windows(flat_bound: Tensor, threshold: Tensor) -> tuple[Tensor, Te
 class Candidates(NamedTuple):
     """
     The cells of each map whose exact uncertainty was computed in one round of a step. A cell may
-    repeat (at an edge, as padding, or in the next round), always with the same values.
+    repeat (at an edge, or as padding), always with the same values.
     """
 
     cells: Tensor  # (N, S) flat indices of the candidate cells
@@ -199,25 +200,34 @@ def select_uncertain_cells(
     point_indices = torch.empty(batch_size, num_points, dtype=torch.int64, device=upsampled.device)
     candidates = []
     todo = torch.ones(batch_size, dtype=torch.bool, device=upsampled.device)
+    upper = torch.full_like(threshold, float("inf"))
+    # The P most uncertain candidates so far of each map, none before the first round.
+    best_uncertainty, best_cells = threshold.new_empty(batch_size, 0), point_indices[:, :0]
     while True:
-        windows, valid = candidate_windows(flat_bound, threshold)
+        windows, valid = candidate_windows(flat_bound, threshold, upper)
         cells = all_cells[windows].flatten(1)
         selectable = (all_inside[windows] & valid.unsqueeze(2)).flatten(1)
         candidate_logits = upsampled.gather(2, cells.unsqueeze(1).expand(-1, num_classes, -1))
         uncertainty, label = uncertainty_and_label(candidate_logits)
         candidates.append(Candidates(cells, uncertainty, label))
-        top = torch.topk(uncertainty.masked_fill(~selectable, float("-inf")), num_points, dim=1)
+        pool_uncertainty = torch.cat(
+            [best_uncertainty, uncertainty.masked_fill(~selectable, float("-inf"))], dim=1
+        )
+        top = torch.topk(pool_uncertainty, num_points, dim=1)
+        best_uncertainty = top.values
+        best_cells = torch.cat([best_cells, cells], dim=1).gather(1, top.indices)
         # Cells outside the candidates have uncertainty <= bound < threshold: where the P-th
         # candidate reaches the threshold, none of them can be selected. The other maps take one
-        # more round with their P-th candidate's uncertainty as threshold, which is exact.
-        nth_uncertainty = top.values[:, -1]
+        # more round with their P-th candidate's uncertainty as threshold (the windows between
+        # the two thresholds), which is exact.
+        nth_uncertainty = best_uncertainty[:, -1]
         done = todo & (nth_uncertainty >= threshold)
-        point_indices[done] = cells.gather(1, top.indices)[done]
+        point_indices[done] = best_cells[done]
         todo &= ~done
         if not todo.any():
             return point_indices, candidates
         # An infinite threshold gives the maps done no more candidates.
-        threshold = torch.where(todo, nth_uncertainty, float("inf"))
+        threshold, upper = torch.where(todo, nth_uncertainty, float("inf")), threshold
 
 
 def upsampled_bounds(
