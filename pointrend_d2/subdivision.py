@@ -33,8 +33,9 @@ selected together, with no Python loop over them: one top-k over the window boun
 gives their thresholds, one ``nonzero`` their candidate windows, laid out one row per map (padded
 to the longest), one gather the exact values at their cells, and one top-k over the rows each map's
 top-P, most uncertain first. The second round, where a map needs it, again covers the whole batch,
-with no candidates for the maps already done. The candidates' number depends on the data, so each
-round syncs with the host.
+but only the windows between a map's two thresholds (none for the maps already done), whose cells
+compete with the map's P best so far. The candidates' number depends on the data, so each round
+syncs with the host.
 
 Shape shorthand and coordinates as in :mod:`pointrend_d2.point_features`, except that ``N``
 counts maps (images, or instances of an instance head); additionally ``K`` is the number of class
@@ -202,7 +203,8 @@ def select_uncertain_cells(
     todo = torch.ones(batch_size, dtype=torch.bool, device=upsampled.device)
     upper = torch.full_like(threshold, float("inf"))
     # The P most uncertain candidates so far of each map, none before the first round.
-    best_uncertainty, best_cells = threshold.new_empty(batch_size, 0), point_indices[:, :0]
+    best_uncertainty = threshold.new_empty(batch_size, 0)
+    best_cells = point_indices.new_empty(batch_size, 0)
     while True:
         windows, valid = candidate_windows(flat_bound, threshold, upper)
         cells = all_cells[windows].flatten(1)
