@@ -1,6 +1,6 @@
 """
-Smoke runs of tools/benchmark.py and tools/benchmark_export.py: they run and report in their
-documented format (not timings).
+Smoke runs of tools/benchmark.py (semantic and instance cases) and tools/benchmark_export.py:
+they run and report in their documented format (not timings).
 """
 
 import json
@@ -49,6 +49,50 @@ def test_benchmark_quick_run_reports_all_parts(tmp_path):
         assert heading in result.stdout
     assert "(c) ours, bounded" in result.stdout and "(d) ours, top-k" in result.stdout
     assert "/ (c)" in result.stdout and "argmax equal: False" not in result.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_instance_quick_run_reports_tables_and_identical_masks(tmp_path):
+    output_json = tmp_path / "benchmark_instance.json"
+    command = [
+        sys.executable, str(REPO / "tools" / "benchmark.py"), "--case", "instance", "--quick",
+        "--json", str(output_json),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, check=False, timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output_json.read_text())
+    assert results["variants"] == ["mask_rcnn", "reference", "ours", "ours_topk"]
+    (case,) = results["instance"]
+    assert (case["height"], case["width"], case["detections"]) == (96, 160, 6)
+    for kind in ("head_ms", "head_paste_ms"):
+        for variant in results["variants"]:
+            timing = case[kind][variant]
+            assert timing["min"] <= timing["median"] <= timing["max"]
+    assert set(case["memory_mib"]) == set(results["variants"])
+    checks = {(c["variant"], c["expected"]): c for c in case["output_checks"]}
+    assert set(checks) == {("ours", "reference"), ("ours_topk", "reference"), ("ours_topk", "ours")}
+    for check in checks.values():
+        assert check["shape"] == [6, 96, 160]
+        assert check["masks_equal"] is True and check["differing_pixels"] == 0
+    # The printed report: both timing tables with their ratios, memory, the mask comparisons.
+    for text in (
+        "mask head (ms",
+        "mask head + paste (ms",
+        "peak memory of mask head + paste",
+        "(a) Mask R-CNN 28x28",
+        "(b) d2 PointRend",
+        "(c) ours, bounded",
+        "(d) ours, top-k",
+        "/ (b)",
+        "/ (a)",
+        "/ (c)",
+        "VmHWM",
+        "(c) vs (b) pasted masks (6 x 96 x 160): identical, 0 of 92160 pixels differ",
+    ):
+        assert text in result.stdout, text
+    assert "DIFFER" not in result.stdout
 
 
 @pytest.mark.slow

@@ -15,7 +15,22 @@ subprocesses, one per variant: the growth of the peak resident set size on the C
 allocated GPU memory on a GPU. The script also checks that (c)'s and (d)'s outputs equal (b)'s,
 and each other's.
 
+--case instance benchmarks PointRend's instance mask head instead: mask-head inference (coarse head,
+subdivision, pasting into the image) for 100 detections of 80 classes in an 800x1333 image, on
+R-50-FPN-shaped p2-p5 features of random values (no backbone, no box head), for
+
+  (a) Mask R-CNN's standard mask head: MaskRCNNConvUpsampleHead on ROIAlignV2 features, 28x28 masks
+  (b) detectron2's reference PointRendMaskHead (refines every class's logit)
+  (c) pointrend_d2's PointRendInstanceMaskHead, subdivision selection "bounded"
+  (d) pointrend_d2's PointRendInstanceMaskHead, subdivision selection "topk"
+
+(b), (c) and (d) with the same (random) weights, (a) with its own. Timed as above, interleaved,
+head alone and head + paste (detectron2's detector_postprocess); peak memory as above, one fresh
+process per variant; the pasted masks of (c) and (d) are compared with (b)'s pixel by pixel.
+
     python tools/benchmark.py                       # full run, about 15 minutes on 2 cores
+    python tools/benchmark.py --case instance       # instance mask heads, a few minutes
+    python tools/benchmark.py --case instance --detections 50 --size 512 768 --repeats 3
     python tools/benchmark.py --json out.json       # also write the results as JSON
     python tools/benchmark.py --quick               # small sizes, for a smoke test
     python tools/benchmark.py --variants ours ours_topk --no-memory --no-training
@@ -24,6 +39,7 @@ and each other's.
 
 import argparse
 import json
+import math
 import platform
 import shutil
 import statistics
@@ -34,9 +50,13 @@ import time
 from pathlib import Path
 
 import torch
-from detectron2.modeling import build_model
-from detectron2.structures import ImageList
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import StandardROIHeads, build_model
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
+from torch import nn
 
 from pointrend_d2.config import setup_cfg
 
@@ -369,6 +389,331 @@ def print_report(results: dict) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# --case instance: PointRend's instance mask head against detectron2's and Mask R-CNN's.
+
+INSTANCE_VARIANTS = ("mask_rcnn", "reference", "ours", "ours_topk")
+INSTANCE_LABELS = {
+    "mask_rcnn": "(a) Mask R-CNN 28x28",
+    "reference": "(b) d2 PointRend",
+    "ours": "(c) ours, bounded",
+    "ours_topk": "(d) ours, top-k",
+}
+# R-50-FPN's maps for the ROI heads: 256 channels at strides 4 to 32.
+FPN_LEVELS = {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
+FPN_CHANNELS = 256
+# The mask comparisons: (variant, the variant it is checked against).
+INSTANCE_OUTPUT_CHECKS = (("ours", "reference"), ("ours_topk", "reference"), ("ours_topk", "ours"))
+
+
+def instance_cfg(variant: str, num_classes: int, device: str):
+    """
+    The config of one instance variant's ROI mask branch: ours from the repo's
+    Base-PointRend-RCNN-FPN.yaml (Mask R-CNN: its mask head swapped for detectron2's standard one),
+    the reference from detectron2's defaults and the keys of its
+    projects/PointRend/configs/InstanceSegmentation/Base-PointRend-RCNN-FPN.yaml.
+    """
+    if variant == "reference":
+        cfg = get_cfg()
+        reference_point_rend().add_pointrend_config(cfg)
+        cfg.merge_from_list(
+            [
+                "MODEL.MASK_ON", True,
+                "MODEL.ROI_HEADS.IN_FEATURES", list(FPN_LEVELS),
+                "MODEL.ROI_MASK_HEAD.NAME", "PointRendMaskHead",
+                "MODEL.ROI_MASK_HEAD.POOLER_TYPE", "",
+                "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", 14,
+                "MODEL.ROI_MASK_HEAD.FC_DIM", 1024,
+                "MODEL.ROI_MASK_HEAD.NUM_FC", 2,
+                "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION", 7,
+                "MODEL.ROI_MASK_HEAD.IN_FEATURES", ["p2"],
+                "MODEL.ROI_MASK_HEAD.POINT_HEAD_ON", True,
+                "MODEL.POINT_HEAD.FC_DIM", 256,
+                "MODEL.POINT_HEAD.NUM_FC", 3,
+                "MODEL.POINT_HEAD.IN_FEATURES", ["p2"],
+                "MODEL.POINT_HEAD.NUM_CLASSES", num_classes,
+            ]
+        )  # fmt: skip
+    else:
+        cfg = setup_cfg(str(REPO / "configs" / "Base-PointRend-RCNN-FPN.yaml"))
+        if variant in SELECTION:
+            cfg.MODEL.POINT_HEAD.SUBDIVISION_SELECTION = SELECTION[variant]
+        elif variant == "mask_rcnn":
+            cfg.merge_from_list(
+                ["MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead",
+                 "MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIAlignV2",
+                 "MODEL.ROI_MASK_HEAD.NUM_CONV", 4]
+            )  # fmt: skip
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
+    return cfg
+
+
+class MaskBranch(nn.Module):
+    """
+    The mask branch of detectron2's StandardROIHeads at inference (its ``_forward_mask`` on
+    detected boxes), then the pasting of the masks into the image (``detector_postprocess``).
+    """
+
+    def __init__(self, mask_in_features, mask_pooler, mask_head):
+        super().__init__()
+        self.mask_in_features = list(mask_in_features)
+        self.mask_pooler = mask_pooler
+        self.mask_head = mask_head
+
+    def forward(
+        self, features: dict, boxes: torch.Tensor, classes: torch.Tensor, image_size, paste
+    ):
+        """Masks of the detections ``boxes`` (R, 4), ``classes`` (R,) in an image of
+        ``image_size``: (R, 1, M, M) probabilities, or pasted (R, H, W) bool with ``paste``."""
+        instances = Instances(image_size, pred_boxes=Boxes(boxes.clone()), pred_classes=classes)
+        if self.mask_pooler is not None:
+            maps = [features[f] for f in self.mask_in_features]
+            mask_input = self.mask_pooler(maps, [instances.pred_boxes])
+        else:
+            mask_input = {f: features[f] for f in self.mask_in_features}
+        instances = self.mask_head(mask_input, [instances])[0]
+        if not paste:
+            return instances.pred_masks
+        return detector_postprocess(instances, *image_size).pred_masks
+
+
+def build_mask_branch(variant: str, num_classes: int, device: str) -> MaskBranch:
+    """One variant's mask branch (eval mode, on ``device``), for R-50-FPN's p2-p5."""
+    cfg = instance_cfg(variant, num_classes, device)
+    input_shape = {
+        name: ShapeSpec(channels=FPN_CHANNELS, stride=stride) for name, stride in FPN_LEVELS.items()
+    }
+    return MaskBranch(**StandardROIHeads._init_mask_head(cfg, input_shape)).to(device).eval()
+
+
+def random_instance_case(
+    height: int, width: int, num_detections: int, num_classes: int, device: torch.device
+) -> dict:
+    """
+    Random p2-p5 maps of an ``height x width`` image padded to a multiple of 32 (as R-50-FPN's),
+    and ``num_detections`` valid boxes inside the image (sides log-uniform in 16-512 pixels, as
+    COCO's objects, clipped to the image) with classes among ``num_classes``.
+    """
+    generator = torch.Generator().manual_seed(0)
+    padded = (-(-height // 32) * 32, -(-width // 32) * 32)
+    features = {
+        name: torch.randn(1, FPN_CHANNELS, padded[0] // stride, padded[1] // stride,
+                          generator=generator)  # fmt: skip
+        for name, stride in FPN_LEVELS.items()
+    }
+    sides = torch.exp(
+        torch.empty(num_detections, 2).uniform_(math.log(16), math.log(512), generator=generator)
+    )
+    sides = torch.minimum(sides, torch.tensor([width - 1.0, height - 1.0]))
+    corners = torch.rand(num_detections, 2, generator=generator) * (
+        torch.tensor([width, height]) - sides
+    )
+    boxes = torch.cat([corners, corners + sides], dim=1)
+    classes = torch.randint(0, num_classes, (num_detections,), generator=generator)
+    case = {"features": features, "boxes": boxes, "classes": classes}
+    return {
+        "image_size": (height, width),
+        **{k: ({n: f.to(device) for n, f in v.items()} if k == "features" else v.to(device))
+           for k, v in case.items()},
+    }  # fmt: skip
+
+
+def build_mask_branches(variants, num_classes: int, device: str) -> dict:
+    """The variants' mask branches; (c) and (d) with the weights of (b) (or of (c) without (b))."""
+    torch.manual_seed(0)
+    branches = {v: build_mask_branch(v, num_classes, device) for v in variants}
+    pointrend = [v for v in ("reference", "ours", "ours_topk") if v in branches]
+    if pointrend:
+        # The same parameter names (coarse_head.*, point_head.*): a strict load checks it.
+        state = branches[pointrend[0]].mask_head.state_dict()
+        for variant in pointrend[1:]:
+            branches[variant].mask_head.load_state_dict(state, strict=True)
+    return branches
+
+
+def instance_memory_probe(variant: str, case_file: str, num_classes: int, device: str) -> float:
+    """
+    In this (fresh) process: growth of the peak memory, in MiB, while one variant's mask branch
+    runs once with pasting on the case and weights saved in ``case_file``.
+    """
+    branch = build_mask_branch(variant, num_classes, device)
+    case = torch.load(case_file, weights_only=True, map_location=device)
+    if variant in case["weights"]:
+        branch.mask_head.load_state_dict(case["weights"][variant])
+    image_size = tuple(case["image_size"].tolist())
+
+    def run():
+        branch(case["features"], case["boxes"], case["classes"], image_size, paste=True)
+
+    with torch.no_grad():
+        return peak_memory_growth_mib(run, torch.device(device))
+
+
+def instance_case(
+    variants, height: int, width: int, num_detections: int, num_classes: int, device: str,
+    repeats: int, memory: bool,
+) -> dict:  # fmt: skip
+    """Timings, memory and mask checks of the instance variants at one size."""
+    branches = build_mask_branches(variants, num_classes, device)
+    case = random_instance_case(height, width, num_detections, num_classes, torch.device(device))
+    arguments = (case["features"], case["boxes"], case["classes"], case["image_size"])
+    result = {
+        "height": height,
+        "width": width,
+        "detections": num_detections,
+        "num_classes": num_classes,
+    }
+    for kind, paste in (("head_ms", False), ("head_paste_ms", True)):
+        fns = {v: (lambda b=b, p=paste: b(*arguments, paste=p)) for v, b in branches.items()}
+        result[kind] = time_interleaved(fns, repeats, torch.device(device))
+    with torch.no_grad():
+        masks = {v: b(*arguments, paste=True) for v, b in branches.items() if v != "mask_rcnn"}
+    result["output_checks"] = [
+        {
+            "variant": actual,
+            "expected": expected,
+            "shape": list(masks[actual].shape),
+            "differing_pixels": int((masks[actual] != masks[expected]).sum()),
+            "masks_equal": bool(torch.equal(masks[actual], masks[expected])),
+        }
+        for actual, expected in INSTANCE_OUTPUT_CHECKS
+        if actual in masks and expected in masks
+    ]
+    if memory:
+        result["memory_mib"] = instance_memory_case(branches, case, num_classes, device)
+    return result
+
+
+def instance_memory_case(branches: dict, case: dict, num_classes: int, device: str) -> dict:
+    """Peak memory growth of each variant's mask branch with pasting, each in a fresh process."""
+    workdir = Path(tempfile.mkdtemp(prefix="pointrend_benchmark_"))
+    try:
+        case_file = workdir / "instance_case.pth"
+        torch.save(
+            {
+                "features": case["features"],
+                "boxes": case["boxes"],
+                "classes": case["classes"],
+                "image_size": torch.tensor(case["image_size"]),
+                "weights": {v: b.mask_head.state_dict() for v, b in branches.items()},
+            },
+            case_file,
+        )
+        result = {}
+        for variant in branches:
+            command = [
+                sys.executable, __file__, "--case", "instance", "--memory-probe", variant,
+                "instance", str(case_file), "--classes", str(num_classes), "--device", device,
+                "--threads", str(torch.get_num_threads()),
+            ]  # fmt: skip
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            result[variant] = float(output.strip().splitlines()[-1])
+        return result
+    finally:
+        shutil.rmtree(workdir)
+
+
+INSTANCE_RATIO_COLUMNS = (("/ (b)", "reference"), ("/ (a)", "mask_rcnn"), ("/ (c)", "ours"))
+
+
+def memory_method(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return "growth of torch.cuda.max_memory_allocated over the run"
+    return "growth of the peak RSS (VmHWM, reset through /proc/self/clear_refs) over the run"
+
+
+def print_instance_report(results: dict) -> None:
+    """Print the instance results as tables."""
+    variants = results["variants"]
+    print(
+        f"\nMachine: {results['machine']}; torch {results['torch']}, "
+        f"{results['threads']} threads, device {results['device']}"
+    )
+    ratio_headings = "".join(f"{heading:>9}" for heading, _ in INSTANCE_RATIO_COLUMNS)
+    for case in results["instance"]:
+        title = (
+            f"{case['detections']} detections, {case['num_classes']} classes, "
+            f"{case['height']}x{case['width']} image, random R-50-FPN-shaped p2-p5"
+        )
+        for kind, what in (("head_ms", "mask head"), ("head_paste_ms", "mask head + paste")):
+            times = case[kind]
+            repeats = next(iter(times.values()))["n"]
+            print(f"\n{title}: {what} (ms, median [min-max] of {repeats})")
+            print(f"{'variant':<22}{'median':>10}{'min':>10}{'max':>10}{ratio_headings}")
+            for v in variants:
+                t = times[v]
+                ratios = "".join(
+                    f"{ratio(t['median'], times[ref]['median'] if ref in times else 0):>9.3f}"
+                    for _, ref in INSTANCE_RATIO_COLUMNS
+                )
+                print(
+                    f"{INSTANCE_LABELS[v]:<22}{t['median']:>10.1f}{t['min']:>10.1f}"
+                    f"{t['max']:>10.1f}{ratios}"
+                )
+        if "memory_mib" in case:
+            memory = case["memory_mib"]
+            print(
+                f"\n{title}: peak memory of mask head + paste (MiB; fresh process each; "
+                f"{memory_method(results['device'])})"
+            )
+            print(f"{'variant':<22}{'MiB':>10}{'/ (b)':>9}{'/ (a)':>9}")
+            for v in variants:
+                print(
+                    f"{INSTANCE_LABELS[v]:<22}{memory[v]:>10.0f}"
+                    f"{ratio(memory[v], memory.get('reference', 0)):>9.3f}"
+                    f"{ratio(memory[v], memory.get('mask_rcnn', 0)):>9.3f}"
+                )
+        if case["output_checks"]:
+            print()
+        for check in case["output_checks"]:
+            pixels = math.prod(check["shape"])
+            print(
+                f"{INSTANCE_LABELS[check['variant']][:3]} vs "
+                f"{INSTANCE_LABELS[check['expected']][:3]} pasted masks "
+                f"({' x '.join(map(str, check['shape']))}): "
+                f"{'identical' if check['masks_equal'] else 'DIFFER'}, "
+                f"{check['differing_pixels']} of {pixels} pixels differ"
+            )
+
+
+def instance_main(args: argparse.Namespace) -> None:
+    """--case instance."""
+    if args.quick:
+        height, width, num_detections, num_classes, repeats = 96, 160, 6, 8, 1
+    else:
+        height, width = args.size
+        num_detections, repeats = args.detections, args.repeats
+        num_classes = args.classes or 80
+    variants = [
+        v
+        for v in INSTANCE_VARIANTS
+        if v in args.variants and (v != "reference" or reference_point_rend() is not None)
+    ]
+    device = torch.device(args.device)
+    machine = f"{platform.machine()}, {platform.processor() or 'cpu'}"
+    if device.type == "cuda":
+        machine += f", {torch.cuda.get_device_name(device)}"
+    print(f"timing {num_detections} detections at {height}x{width} ...", file=sys.stderr)
+    case = instance_case(
+        variants, height, width, num_detections, num_classes, args.device, repeats,
+        memory=not args.no_memory,
+    )  # fmt: skip
+    results = {
+        "case": "instance",
+        "machine": machine,
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "device": args.device,
+        "memory_method": memory_method(args.device),
+        "variants": variants,
+        "instance": [case],
+    }
+    print_instance_report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -380,13 +725,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (synchronized timings)")
     parser.add_argument("--depth", type=int, default=50, help="ResNet depth of the backbone")
-    parser.add_argument("--classes", type=int, default=19, help="classes of the 19-class cases")
+    parser.add_argument(
+        "--classes",
+        type=int,
+        default=None,
+        help="classes: of the 19-class semantic cases (default 19), of the instance case (80)",
+    )
+    parser.add_argument(
+        "--case",
+        choices=("semantic", "instance"),
+        default="semantic",
+        help="semantic segmentation models, or instance mask heads (see above)",
+    )
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=int,
+        default=(800, 1333),
+        metavar=("H", "W"),
+        help="instance case: image size",
+    )
+    parser.add_argument(
+        "--detections", type=int, default=100, help="instance case: detections in the image"
+    )
     parser.add_argument(
         "--variants",
         nargs="+",
-        choices=VARIANTS,
-        default=list(VARIANTS),
-        help="variants to run ((a) always runs: it gives the others its weights)",
+        choices=sorted(set(VARIANTS) | set(INSTANCE_VARIANTS)),
+        default=None,
+        help="variants to run (semantic: (a) always runs, it gives the others its weights)",
     )
     parser.add_argument("--json", type=Path, help="write the results to this JSON file")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
@@ -396,6 +763,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.case == "instance":
+        if args.memory_probe:
+            variant, _, case_file = args.memory_probe
+            print(instance_memory_probe(variant, case_file, args.classes, args.device))
+            return
+        args.variants = args.variants or list(INSTANCE_VARIANTS)
+        instance_main(args)
+        return
+    args.classes = args.classes or 19
+    args.variants = args.variants or list(VARIANTS)
     if args.memory_probe:
         print(
             memory_probe(
