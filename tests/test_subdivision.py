@@ -280,7 +280,7 @@ def test_bounded_equals_topk_on_batches_of_multi_class_maps(num_classes, batch_s
 def test_maps_whose_candidates_fall_short_take_a_second_round():
     """
     A point head predicting near-zero logits leaves bounds of about 0 around its cells, which the
-    interpolated cells do not reach: most maps need the second round, and it stays exact.
+    interpolated cells do not reach: maps need the second round, and it stays exact.
     """
     generator = torch.Generator().manual_seed(0)
     coarse = instance_like_logits(20, 1, "smooth", generator)
