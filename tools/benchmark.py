@@ -763,16 +763,18 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    case_variants = INSTANCE_VARIANTS if args.case == "instance" else VARIANTS
+    if args.variants and not set(args.variants) <= set(case_variants):
+        parser.error(f"--case {args.case} has the variants {', '.join(case_variants)}")
+    args.variants = args.variants or list(case_variants)
     if args.case == "instance":
         if args.memory_probe:
             variant, _, case_file = args.memory_probe
             print(instance_memory_probe(variant, case_file, args.classes, args.device))
             return
-        args.variants = args.variants or list(INSTANCE_VARIANTS)
         instance_main(args)
         return
     args.classes = args.classes or 19
-    args.variants = args.variants or list(VARIANTS)
     if args.memory_probe:
         print(
             memory_probe(
