@@ -352,7 +352,8 @@ class PointRendInstanceMaskHead(nn.Module):
             boxes,
             grid,
         )
-        return self.coarse_head.layers(region_features.view(num_boxes, -1, side, side))
+        num_channels = region_features.shape[1]
+        return self.coarse_head.layers(region_features.view(num_boxes, num_channels, side, side))
 
     def predict_points(
         self,
