@@ -9,7 +9,9 @@ and detectron2's loader, reading the instanceIds PNGs (``from_json=False``): the
 ``from_json=True`` needs shapely, which this environment does not have.
 """
 
+import contextlib
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +142,9 @@ def evaluate(evaluator, batches):
     evaluator.reset()
     for inputs, outputs in batches:
         evaluator.process(inputs, outputs)
-    return evaluator.evaluate()
+    # cityscapesscripts writes matches.json into the working directory: keep it out of the clone.
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        return evaluator.evaluate()
 
 
 def test_dataset_is_registered_like_detectron2s_builtin(cityscapes_val):
