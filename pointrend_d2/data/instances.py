@@ -77,6 +77,7 @@ from .textured_shapes import (
     _write_rgb_png,
     default_dataset_root,
     generate_textured_shapes_instances,
+    register_generated_splits,
 )
 
 __all__ = [
@@ -295,40 +296,34 @@ def register_textured_shapes_instances(
         ValueError: if a name is already registered with a different root or parameters.
     """
     root = os.path.abspath(os.path.expanduser(root if root is not None else default_dataset_root()))
-    names = []
-    for split, num_images in (("train", num_train), ("val", num_val)):
-        name = f"{prefix}_{split}"
-        names.append(name)
-        split_dir = textured_shapes_instances_split_dir(
+
+    def split_dir(split: str, num_images: int) -> str:
+        return textured_shapes_instances_split_dir(
             root, split, num_images, seed=seed, height=height, width=width
         )
-        if name in DatasetCatalog.list():
-            # The split folder's name holds the root and every generation parameter.
-            registered_dir = os.path.dirname(MetadataCatalog.get(name).get("image_root", ""))
-            if registered_dir != split_dir:
-                raise ValueError(
-                    f"Dataset {name!r} is already registered with the split folder "
-                    f"{registered_dir!r}, not {split_dir!r} (another root or other parameters)."
-                )
-            continue
-        DatasetCatalog.register(
-            name,
-            functools.partial(
-                _generate_and_load_instances, root, split, num_images, seed, height, width, name
-            ),
-        )
-        MetadataCatalog.get(name).set(
-            thing_classes=list(THING_CLASSES),
-            thing_colors=[list(color) for color in THING_COLORS],
-            thing_dataset_id_to_contiguous_id={
+
+    def metadata(split_dir: str) -> dict:
+        return {
+            "thing_classes": list(THING_CLASSES),
+            "thing_colors": [list(color) for color in THING_COLORS],
+            "thing_dataset_id_to_contiguous_id": {
                 CLASSES.index(c): i for i, c in enumerate(THING_CLASSES)
             },
-            evaluator_type="coco",
-            dataset_root=root,
-            json_file=textured_shapes_instances_json(split_dir),
-            image_root=os.path.join(split_dir, "images"),
-        )
-    return names
+            "evaluator_type": "coco",
+            "dataset_root": root,
+            "json_file": textured_shapes_instances_json(split_dir),
+            "image_root": os.path.join(split_dir, "images"),
+        }
+
+    return register_generated_splits(
+        prefix,
+        {"train": num_train, "val": num_val},
+        split_dir,
+        lambda split, num_images, name: _generate_and_load_instances(
+            root, split, num_images, seed, height, width, name
+        ),
+        metadata,
+    )
 
 
 # ------------------------------------------------------------------------------------------

@@ -637,33 +637,68 @@ def register_textured_shapes(
         ValueError: if a name is already registered with a different root or parameters.
     """
     root = os.path.abspath(os.path.expanduser(root if root is not None else default_dataset_root()))
-    names = []
-    for split, num_images in (("train", num_train), ("val", num_val)):
-        name = f"{prefix}_{split}"
-        names.append(name)
-        split_dir = textured_shapes_split_dir(
+
+    def split_dir(split: str, num_images: int) -> str:
+        return textured_shapes_split_dir(
             root, split, num_images, seed=seed, height=height, width=width
         )
+
+    def metadata(split_dir: str) -> dict:
+        return {
+            "stuff_classes": list(CLASSES),
+            "stuff_colors": [list(color) for color in COLORS],
+            "ignore_label": IGNORE_LABEL,
+            "evaluator_type": "sem_seg",
+            "dataset_root": root,
+            "image_root": os.path.join(split_dir, "images"),
+            "sem_seg_root": os.path.join(split_dir, "labels"),
+        }
+
+    return register_generated_splits(
+        prefix,
+        {"train": num_train, "val": num_val},
+        split_dir,
+        lambda split, num_images, name: _generate_and_load(
+            root, split, num_images, seed, height, width
+        ),
+        metadata,
+    )
+
+
+def register_generated_splits(
+    prefix: str,
+    num_images_by_split: dict[str, int],
+    split_dir: Callable[[str, int], str],
+    load_split: Callable[[str, int, str], list[dict]],
+    metadata: Callable[[str], dict],
+) -> list[str]:
+    """
+    Registers ``f"{prefix}_{split}"`` for each split of a generated dataset in DatasetCatalog
+    (lazily: ``load_split(split, num_images, name)`` generates and loads it on first get) and
+    MetadataCatalog (``metadata(split_dir)``, which must set ``image_root`` to
+    ``<split_dir>/images``). Names already registered with the same split folder are left alone.
+
+    Returns:
+        The registered names, in the order of ``num_images_by_split``.
+
+    Raises:
+        ValueError: if a name is already registered with another split folder (another root or
+            other generation parameters).
+    """
+    names = []
+    for split, num_images in num_images_by_split.items():
+        name = f"{prefix}_{split}"
+        names.append(name)
+        folder = split_dir(split, num_images)
         if name in DatasetCatalog.list():
             # The split folder's name holds the root and every generation parameter.
             registered_dir = os.path.dirname(MetadataCatalog.get(name).get("image_root", ""))
-            if registered_dir != split_dir:
+            if registered_dir != folder:
                 raise ValueError(
                     f"Dataset {name!r} is already registered with the split folder "
-                    f"{registered_dir!r}, not {split_dir!r} (another root or other parameters)."
+                    f"{registered_dir!r}, not {folder!r} (another root or other parameters)."
                 )
             continue
-        DatasetCatalog.register(
-            name,
-            functools.partial(_generate_and_load, root, split, num_images, seed, height, width),
-        )
-        MetadataCatalog.get(name).set(
-            stuff_classes=list(CLASSES),
-            stuff_colors=[list(color) for color in COLORS],
-            ignore_label=IGNORE_LABEL,
-            evaluator_type="sem_seg",
-            dataset_root=root,
-            image_root=os.path.join(split_dir, "images"),
-            sem_seg_root=os.path.join(split_dir, "labels"),
-        )
+        DatasetCatalog.register(name, functools.partial(load_split, split, num_images, name))
+        MetadataCatalog.get(name).set(**metadata(folder))
     return names
