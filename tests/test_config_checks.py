@@ -16,7 +16,7 @@ from torch import nn
 from pointrend_d2.coarse_head import CoarseSemSegHead, SemanticFPNCoarseHead
 from pointrend_d2.config_checks import resolve_subdivision_selection, validate_dataset_classes
 from pointrend_d2.data import register_datasets_from_config
-from tests.helpers import small_fpn_cfg
+from tests.helpers import small_fpn_cfg, small_rcnn_cfg
 
 
 @pytest.mark.parametrize(
@@ -52,6 +52,43 @@ from tests.helpers import small_fpn_cfg
 def test_bad_value_is_named_at_build_time(key, value, message):
     with pytest.raises(ValueError, match=message):
         build_model(small_fpn_cfg(**{key: value}))
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIAlignV2",
+         r"POOLER_TYPE='ROIAlignV2': PointRendInstanceMaskHead pools its own region features .* "
+         r"set POOLER_TYPE to ''"),
+        ("MODEL.ROI_MASK_HEAD.IN_FEATURES", ["p7"],
+         r"ROI_MASK_HEAD.IN_FEATURES=\['p7'\]: \['p7'\] not among the maps the ROI heads receive "
+         r"\(MODEL.ROI_HEADS.IN_FEATURES=\['p2', 'p3', 'p4', 'p5'\]\)"),
+        ("MODEL.POINT_HEAD.IN_FEATURES", ["p6"], r"POINT_HEAD.IN_FEATURES=\['p6'\]: \['p6'\] not"),
+        ("MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", 7, r"POOLER_RESOLUTION=7: must be even"),
+        ("MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION", 0,
+         r"OUTPUT_SIDE_RESOLUTION=0: must be >= 1"),
+        ("MODEL.ROI_MASK_HEAD.NUM_FC", 0, r"ROI_MASK_HEAD.NUM_FC=0: must be >= 1"),
+        ("MODEL.POINT_HEAD.TRAIN_NUM_POINTS", -1,
+         r"TRAIN_NUM_POINTS=-1: must be > 0 for instance masks"),
+        ("MODEL.POINT_HEAD.SUBDIVISION_STEPS", -1,
+         r"SUBDIVISION_STEPS=-1: must be >= 0 for instance masks"),
+        ("MODEL.POINT_HEAD.NAME", "MLP", r"POINT_HEAD.NAME='MLP' is not registered"),
+        ("MODEL.POINT_HEAD.SUBDIVISION_SELECTION", "dense", r"SUBDIVISION_SELECTION='dense'"),
+    ],
+)  # fmt: skip
+def test_bad_instance_value_is_named_at_build_time(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(small_rcnn_cfg(**{key: value}))
+
+
+def test_instance_subdivision_steps_and_initial_grid():
+    """784 points re-predict every cell up to 28x28, so 5 steps from 7x7 are a 28x28 grid and 3
+    steps; any step count >= 0 is allowed and reaches 7 * 2**steps."""
+    for steps, initial, remaining in ((5, 28, 3), (2, 28, 0), (0, 7, 0)):
+        head = build_model(
+            small_rcnn_cfg(**{"MODEL.POINT_HEAD.SUBDIVISION_STEPS": steps})
+        ).roi_heads.mask_head
+        assert (head.initial_resolution, head.subdivision_steps) == (initial, remaining)
 
 
 @pytest.mark.parametrize("key,value", [
