@@ -31,7 +31,10 @@ EXPORT = ["onnx", "onnxscript", "onnxruntime"]
 setup(
     name="pointrend_d2",
     version=read_version(),
-    description="PointRend semantic and instance segmentation (image segmentation as rendering) for detectron2",
+    description=(
+        "PointRend semantic and instance segmentation (image segmentation as rendering) "
+        "for detectron2"
+    ),
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["pointrend_d2", "pointrend_d2.*"]),
