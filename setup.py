@@ -51,6 +51,9 @@ setup(
         "numpy<2",
         "opencv-python-headless>=4.5",
         "Pillow",
+        # COCO json of the instance datasets and Boundary AP (pointrend_d2.data.instances,
+        # pointrend_d2.evaluation.boundary_ap).
+        "pycocotools",
         # Folder dataset spec files (pointrend_d2.data.folder).
         "pyyaml",
         # SafeCheckpointer's table of the tensors a checkpoint leaves unloaded.

@@ -42,12 +42,17 @@ INSTANCE_EVALUATOR_TYPES = ("coco", "cityscapes_instance")
 
 def dataset_task(dataset_name: str) -> str:
     """
-    "semantic" or "instance": the task of a registered dataset, by its ``evaluator_type``.
+    "semantic" or "instance": the task of a registered dataset, by its ``evaluator_type``; a
+    dataset without one is an instance dataset if its metadata lists ``thing_classes`` only.
 
     Raises:
         ValueError: for an evaluator type pointrend_d2 does not train or evaluate.
     """
-    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
+    metadata = MetadataCatalog.get(dataset_name)
+    evaluator_type = metadata.get("evaluator_type")
+    if evaluator_type is None:
+        only_things = metadata.get("thing_classes") and not metadata.get("stuff_classes")
+        return "instance" if only_things else "semantic"
     if evaluator_type in SEMANTIC_EVALUATOR_TYPES:
         return "semantic"
     if evaluator_type in INSTANCE_EVALUATOR_TYPES:
@@ -87,8 +92,12 @@ def build_evaluator(
     """
     validate_dataset_classes(cfg, [dataset_name])
     output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-    dataset_task(dataset_name)  # an evaluator type that is not served fails here, naming those
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
+    if evaluator_type not in SEMANTIC_EVALUATOR_TYPES + INSTANCE_EVALUATOR_TYPES:
+        raise ValueError(
+            f"Dataset {dataset_name!r} has evaluator_type={evaluator_type!r}; pointrend_d2 "
+            f"evaluates {list(SEMANTIC_EVALUATOR_TYPES + INSTANCE_EVALUATOR_TYPES)} datasets"
+        )
     boundary = cfg.TEST.BOUNDARY_IOU
     if evaluator_type == "coco":
         if boundary.ENABLED:
