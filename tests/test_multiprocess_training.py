@@ -1,7 +1,7 @@
 """
 Multi-process training through detectron2's launch and torch.distributed (Gloo on the CPU):
-tools/train_net.py --num-gpus 2 trains, and 2 processes with 2 images each follow the loss curve
-of 1 process with 4 images.
+tools/train_net.py --num-gpus 2 trains semantic and instance models, and 2 processes with 2
+images each follow the loss curve of 1 process with 4 images.
 """
 
 import json
@@ -39,6 +39,28 @@ def test_train_net_with_two_processes_on_the_cpu(tmp_path, monkeypatch):
     )  # fmt: skip
     assert "Rank of current process: 0. World size: 2" in output
     assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 1
+
+
+@pytest.mark.slow
+def test_train_net_instance_model_with_two_processes_on_the_cpu(tmp_path, monkeypatch):
+    """The instance quickstart under DDP: every parameter of the PointRend mask head gets a
+    gradient at every step (DDP would refuse the second step otherwise)."""
+    for name in ONE_THREAD_PER_PROCESS:
+        monkeypatch.setenv(name, "1")
+    out = tmp_path / "run"
+    output = run_train_net(
+        "--num-gpus", "2",
+        "--config-file", str(REPO / "configs" / "pointrend_instance.yaml"),
+        "SOLVER.IMS_PER_BATCH", "2",
+        "INPUT.MIN_SIZE_TRAIN", "(128,)",
+        "INPUT.MAX_SIZE_TRAIN", "192",
+        "SOLVER.MAX_ITER", "3",
+        "DATASETS.TEST", "()",
+        "DATALOADER.NUM_WORKERS", "0",
+        "OUTPUT_DIR", str(out),
+    )  # fmt: skip
+    assert "Rank of current process: 0. World size: 2" in output
+    assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 2
 
 
 def write_parity_dataset(root, num_images: int = 8, size: int = 64):
