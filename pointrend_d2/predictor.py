@@ -71,6 +71,7 @@ class Predictor:
 
         predictor = Predictor(cfg)
         sem_seg = predictor("image.png")["sem_seg"]  # (K, H, W) logits at the image's size
+        instances = predictor("image.png")["instances"]  # instance models: detections, pasted
     """
 
     def __init__(self, cfg: CfgNode, model: nn.Module | None = None):
