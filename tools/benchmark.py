@@ -330,6 +330,27 @@ def ratio(value: float, reference: float) -> float:
 RATIO_COLUMNS = (("/ (b)", "reference"), ("/ (a)", "semantic_fpn"), ("/ (c)", "ours"))
 
 
+def print_time_table(
+    title: str, times: dict, variants: list, labels: dict, ratio_columns, label_width: int
+) -> None:
+    """One table of timings: median, min and max per variant, and the median's ratio to each
+    reference column's variant."""
+    repeats = next(iter(times.values()))["n"]
+    ratio_headings = "".join(f"{heading:>9}" for heading, _ in ratio_columns)
+    print(f"\n{title} (ms, median [min-max] of {repeats})")
+    print(f"{'variant':<{label_width}}{'median':>10}{'min':>10}{'max':>10}{ratio_headings}")
+    for v in variants:
+        t = times[v]
+        ratios = "".join(
+            f"{ratio(t['median'], times[ref]['median'] if ref in times else 0):>9.3f}"
+            for _, ref in ratio_columns
+        )
+        print(
+            f"{labels[v]:<{label_width}}{t['median']:>10.1f}{t['min']:>10.1f}{t['max']:>10.1f}"
+            f"{ratios}"
+        )
+
+
 def print_report(results: dict) -> None:
     """Print the results as tables."""
     variants = results["variants"]
@@ -337,24 +358,12 @@ def print_report(results: dict) -> None:
         f"\nMachine: {results['machine']}; torch {results['torch']}, "
         f"{results['threads']} threads; ResNet-{results['depth']}-FPN, random weights, batch 1"
     )
-    ratio_headings = "".join(f"{heading:>9}" for heading, _ in RATIO_COLUMNS)
     for case in results["inference"]:
         title = f"{case['height']}x{case['width']}, {case['num_classes']} classes"
         for kind in ("refinement_ms", "whole_ms"):
-            times = case[kind]
-            repeats = next(iter(times.values()))["n"]
-            print(f"\n{title}: {kind[:-3]} (ms, median [min-max] of {repeats})")
-            print(f"{'variant':<20}{'median':>10}{'min':>10}{'max':>10}{ratio_headings}")
-            for v in variants:
-                t = times[v]
-                ratios = "".join(
-                    f"{ratio(t['median'], times[ref]['median'] if ref in times else 0):>9.3f}"
-                    for _, ref in RATIO_COLUMNS
-                )
-                print(
-                    f"{LABELS[v]:<20}{t['median']:>10.1f}{t['min']:>10.1f}{t['max']:>10.1f}"
-                    f"{ratios}"
-                )
+            print_time_table(
+                f"{title}: {kind[:-3]}", case[kind], variants, LABELS, RATIO_COLUMNS, 20
+            )
         if "memory_mib" in case:
             print(f"\n{title}: peak memory growth (MiB, fresh process each)")
             print(f"{'variant':<20}{'head':>10}{'/ (b)':>9}{'whole':>10}{'/ (b)':>9}")
@@ -630,27 +639,20 @@ def print_instance_report(results: dict) -> None:
         f"\nMachine: {results['machine']}; torch {results['torch']}, "
         f"{results['threads']} threads, device {results['device']}"
     )
-    ratio_headings = "".join(f"{heading:>9}" for heading, _ in INSTANCE_RATIO_COLUMNS)
     for case in results["instance"]:
         title = (
             f"{case['detections']} detections, {case['num_classes']} classes, "
             f"{case['height']}x{case['width']} image, random R-50-FPN-shaped p2-p5"
         )
         for kind, what in (("head_ms", "mask head"), ("head_paste_ms", "mask head + paste")):
-            times = case[kind]
-            repeats = next(iter(times.values()))["n"]
-            print(f"\n{title}: {what} (ms, median [min-max] of {repeats})")
-            print(f"{'variant':<22}{'median':>10}{'min':>10}{'max':>10}{ratio_headings}")
-            for v in variants:
-                t = times[v]
-                ratios = "".join(
-                    f"{ratio(t['median'], times[ref]['median'] if ref in times else 0):>9.3f}"
-                    for _, ref in INSTANCE_RATIO_COLUMNS
-                )
-                print(
-                    f"{INSTANCE_LABELS[v]:<22}{t['median']:>10.1f}{t['min']:>10.1f}"
-                    f"{t['max']:>10.1f}{ratios}"
-                )
+            print_time_table(
+                f"{title}: {what}",
+                case[kind],
+                variants,
+                INSTANCE_LABELS,
+                INSTANCE_RATIO_COLUMNS,
+                22,
+            )
         if "memory_mib" in case:
             memory = case["memory_mib"]
             print(
