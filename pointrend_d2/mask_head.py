@@ -320,10 +320,10 @@ class PointRendInstanceMaskHead(nn.Module):
                     self.importance_sample_ratio,
                 )
                 point_labels = instance_point_labels(instances, point_coords)
-            point_logits = self.predict_points(features, boxes, coarse_logits, point_coords)
-            losses["loss_mask_point"] = point_loss(
-                _select_class(point_logits, gt_classes), point_labels, ignore_value=-1
+            point_logits = self.predict_points(
+                features, boxes, coarse_logits, point_coords, gt_classes
             )
+            losses["loss_mask_point"] = point_loss(point_logits, point_labels, ignore_value=-1)
             return losses
         boxes = [x.pred_boxes.tensor for x in instances]
         pred_classes = torch.cat([x.pred_classes for x in instances])
@@ -361,18 +361,20 @@ class PointRendInstanceMaskHead(nn.Module):
         boxes: list[Tensor],
         coarse_logits: Tensor,
         point_coords: Tensor,
+        classes: Tensor,
     ) -> Tensor:
         """
-        The point head at box-normalized points.
+        The point head's logit of each box's class at box-normalized points.
 
         Args:
             features: maps by name.
             boxes: per image, (R_n, 4) boxes in absolute image coordinates.
             coarse_logits: (R, K, S, S) coarse logits of the boxes.
             point_coords: (R, P, 2) box-normalized points.
+            classes: (R,) the class of each box (ignored for class-agnostic masks).
 
         Returns:
-            (R, K, P) point logits.
+            (R, 1, P) point logits.
         """
         fine_grained_features = roi_point_features(
             [features[f] for f in self.point_in_features],
@@ -381,7 +383,9 @@ class PointRendInstanceMaskHead(nn.Module):
             point_coords,
         )
         coarse_features = point_sample(coarse_logits, point_coords)
-        return self.point_head(fine_grained_features, coarse_features)
+        if coarse_logits.shape[1] == 1:
+            return self.point_head(fine_grained_features, coarse_features)
+        return self.point_head(fine_grained_features, coarse_features, classes)
 
     def subdivision_inference(
         self,
@@ -410,8 +414,7 @@ class PointRendInstanceMaskHead(nn.Module):
         coarse_logits = self.coarse_logits(features, boxes)
 
         def predict_class_points(point_coords: Tensor) -> Tensor:
-            point_logits = self.predict_points(features, boxes, coarse_logits, point_coords)
-            return _select_class(point_logits, classes)
+            return self.predict_points(features, boxes, coarse_logits, point_coords, classes)
 
         initial = self.initial_resolution
         grid = regular_grid_points(num_boxes, initial, coarse_logits.device)

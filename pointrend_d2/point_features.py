@@ -217,7 +217,8 @@ def roi_point_features(
         point_coords: (R, P, 2) box-normalized points of the boxes, in the order of ``boxes``.
 
     Returns:
-        (R, sum(C_i), P) the maps' values at the points, concatenated over the maps.
+        (R, sum(C_i), P) the maps' values at the points, concatenated over the maps (not
+        necessarily contiguous).
     """
     image_points = box_points_to_image(torch.cat(boxes), point_coords)
     per_image = []
@@ -234,11 +235,13 @@ def roi_point_features(
                 feature_map[image_index : image_index + 1], (points / extent).reshape(1, -1, 2)
             )
             sampled.append(values[0].view(-1, num_boxes, num_points).transpose(0, 1))
-        per_image.append(torch.cat(sampled, dim=1))
+        per_image.append(sampled[0] if len(sampled) == 1 else torch.cat(sampled, dim=1))
     if not per_image:
         num_channels = sum(feature_map.shape[1] for feature_map in features)
         return image_points.new_zeros((0, num_channels, image_points.shape[1]))
-    return torch.cat(per_image)
+    # A single piece stays a strided view: the point head's matrix products read it as fast as
+    # a contiguous copy, and the copy is skipped.
+    return per_image[0] if len(per_image) == 1 else torch.cat(per_image)
 
 
 def bitmask_point_labels(masks: Tensor, points: Tensor) -> Tensor:
