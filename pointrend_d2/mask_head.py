@@ -20,7 +20,8 @@ p2) sampled at points of the box:
 
 Only the predicted class's logit is carried through the subdivision, not all K: the refined logit
 of a class depends only on that class's channel, so the masks are the same as when every class is
-refined (detectron2's reference does), at 1/K of the memory.
+refined (detectron2's reference does), at 1/K of the memory. For the same reason the point head
+predicts only that class's logit at each point (in training, the ground-truth class's).
 
 Parameter names follow detectron2's ``projects/PointRend`` instance head (``coarse_head.*``,
 ``point_head.*``), so its checkpoints load unchanged.

@@ -80,12 +80,11 @@ def _conv_on_concatenation(layer, features, extra_features, output_channels=None
 @pytest.mark.parametrize("size", [(128, 160), (150, 203)], ids=["divisible", "not-divisible"])
 def test_inference_matches_reference(models, monkeypatch, size, selection, arithmetic):
     """
-    With the reference's summation order in the point head ("reference" arithmetic) and its
-    selection ("topk"), every logit agrees. Our point head's matrix products sum in another order,
-    so an uncertainty at a near-tie for the N-th place can round to the other side and select
-    another cell, and "bounded" breaks exact ties differently: a few cells out of 5 million hold
-    the interpolated instead of the point head's logit (by 1e-3 at most here), and no pasted mask
-    pixel differs.
+    With the reference's summation order in the point head ("reference" arithmetic), every logit
+    agrees, with either selection. Our point head's matrix products sum in another order, so where
+    two uncertainties are within rounding of each other at the N-th place another cell can be
+    selected: 1 or 2 cells out of 5 million hold the interpolated instead of the point head's logit
+    (by 3e-3 at most here), and no pasted mask pixel differs.
     """
     from pointrend_d2 import mask_head as our_mask_head
     from pointrend_d2 import point_head as our_point_head
@@ -113,10 +112,10 @@ def test_inference_matches_reference(models, monkeypatch, size, selection, arith
     expected_logits = reference_logits[0][torch.arange(len(classes)), classes].unsqueeze(1)
     assert our_logits[0].shape == expected_logits.shape == (len(classes), 1, 224, 224)
     close = torch.isclose(our_logits[0], expected_logits, rtol=1e-5, atol=1e-6)
-    if selection == "topk" and arithmetic == "reference":
+    if arithmetic == "reference":
         assert close.all()
     else:
-        assert (~close).sum() <= 32, (~close).sum()
+        assert (~close).sum() <= 8, (~close).sum()
     assert actual.pred_masks.shape == (len(actual), height, width)
     assert torch.equal(actual.pred_masks, expected.pred_masks)
 
