@@ -35,9 +35,10 @@ class MLPPointHead(nn.Module):
     """
     PointRend's point MLP, 1x1 ``Conv1d`` layers over the points (computed by
     :func:`pointwise_linear`): ``num_fc`` hidden layers of width ``fc_dim`` with ReLU, then a
-    linear predictor to the class logits. The coarse logits are
-    concatenated to the fine-grained features at the input and, with ``coarse_pred_each_layer``,
-    to the input of every later layer too. ``num_fc=0`` is a single linear layer.
+    linear predictor to the class logits. The coarse logits are an input of the first layer beside
+    the fine-grained features and, with ``coarse_pred_each_layer``, of every later layer too (each
+    layer's weight reads the concatenation ``[input, coarse logits]``, as in the reference).
+    ``num_fc=0`` is a single linear layer.
     """
 
     @configurable
