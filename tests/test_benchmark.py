@@ -12,28 +12,32 @@ import pytest
 from tests.helpers import REPO, small_fpn_cfg
 
 
-@pytest.mark.slow
-def test_benchmark_quick_run_reports_all_parts(tmp_path):
-    output_json = tmp_path / "benchmark.json"
-    command = [
-        sys.executable,
-        str(REPO / "tools" / "benchmark.py"),
-        "--quick",
-        "--json",
-        str(output_json),
-    ]
+def run_tool(tool: str, output_json, *arguments: str):
+    """Run ``tools/<tool>`` with ``arguments`` and ``--json output_json``; (completed process,
+    the JSON results). Fails with the tool's stderr if it exits non-zero."""
+    command = [sys.executable, str(REPO / "tools" / tool), *arguments, "--json", str(output_json)]
     result = subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, check=False, timeout=900
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads(output_json.read_text())
+    return result, json.loads(output_json.read_text())
+
+
+def assert_timings_ordered(case: dict, kinds, variants) -> None:
+    """Every timing of the case's ``kinds`` has min <= median <= max, for every variant."""
+    for kind in kinds:
+        for variant in variants:
+            timing = case[kind][variant]
+            assert timing["min"] <= timing["median"] <= timing["max"]
+
+
+@pytest.mark.slow
+def test_benchmark_quick_run_reports_all_parts(tmp_path):
+    result, results = run_tool("benchmark.py", tmp_path / "benchmark.json", "--quick")
     assert results["variants"] == ["semantic_fpn", "reference", "ours", "ours_topk"]
     (case,) = results["inference"]
     assert (case["height"], case["width"], case["num_classes"]) == (64, 96, 19)
-    for kind in ("refinement_ms", "whole_ms"):
-        for variant in results["variants"]:
-            timing = case[kind][variant]
-            assert timing["min"] <= timing["median"] <= timing["max"]
+    assert_timings_ordered(case, ("refinement_ms", "whole_ms"), results["variants"])
     for variant in results["variants"]:
         assert set(case["memory_mib"][variant]) == {"head", "whole"}
     checks = {(c["variant"], c["expected"]): c for c in case["output_checks"]}
@@ -53,23 +57,13 @@ def test_benchmark_quick_run_reports_all_parts(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_instance_quick_run_reports_tables_and_identical_masks(tmp_path):
-    output_json = tmp_path / "benchmark_instance.json"
-    command = [
-        sys.executable, str(REPO / "tools" / "benchmark.py"), "--case", "instance", "--quick",
-        "--json", str(output_json),
-    ]  # fmt: skip
-    result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, check=False, timeout=900
+    result, results = run_tool(
+        "benchmark.py", tmp_path / "benchmark_instance.json", "--case", "instance", "--quick"
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads(output_json.read_text())
     assert results["variants"] == ["mask_rcnn", "reference", "ours", "ours_topk"]
     (case,) = results["instance"]
     assert (case["height"], case["width"], case["detections"]) == (96, 160, 6)
-    for kind in ("head_ms", "head_paste_ms"):
-        for variant in results["variants"]:
-            timing = case[kind][variant]
-            assert timing["min"] <= timing["median"] <= timing["max"]
+    assert_timings_ordered(case, ("head_ms", "head_paste_ms"), results["variants"])
     assert set(case["memory_mib"]) == set(results["variants"])
     checks = {(c["variant"], c["expected"]): c for c in case["output_checks"]}
     assert set(checks) == {("ours", "reference"), ("ours_topk", "reference"), ("ours_topk", "ours")}
@@ -99,17 +93,10 @@ def test_benchmark_instance_quick_run_reports_tables_and_identical_masks(tmp_pat
 def test_benchmark_export_quick_run_reports_all_variants(tmp_path):
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(small_fpn_cfg(5).dump())
-    output_json = tmp_path / "benchmark_export.json"
-    command = [
-        sys.executable, str(REPO / "tools" / "benchmark_export.py"), "--config-file",
+    result, results = run_tool(
+        "benchmark_export.py", tmp_path / "benchmark_export.json", "--config-file",
         str(config_file), "--random-weights", "--size", "64", "96", "--repeats", "1",
-        "--json", str(output_json),
-    ]  # fmt: skip
-    result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, check=False, timeout=900
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads(output_json.read_text())
+    )  # fmt: skip
     assert set(results["whole_ms"]) == {"eager_bounded", "eager_topk", "torch_export", "onnx"}
     assert set(results["export_s"]) == {"torch_export", "onnx"}
     for check in results["output_checks"].values():
