@@ -5,14 +5,20 @@ detectron2's registries and its embedded dataset in detectron2's DatasetCatalog.
 """
 
 from . import data
-from .coarse_head import SemanticFPNCoarseHead
 from .config import add_pointrend_config
-from .deeplab_head import DeepLabV3CoarseHead
-from .dilated_resnet import DilatedResNet, build_dilated_resnet_backbone
-from .mask_head import ConvFCCoarseMaskHead, PointRendInstanceMaskHead
-from .meta_arch import ExactSizeSemanticSegmentor
-from .point_head import POINT_HEAD_REGISTRY, MLPPointHead, build_point_head
-from .semantic_seg import PointRendSemanticHead
+from .modeling import (
+    POINT_HEAD_REGISTRY,
+    ConvFCCoarseMaskHead,
+    DeepLabV3CoarseHead,
+    DilatedResNet,
+    ExactSizeSemanticSegmentor,
+    MLPPointHead,
+    PointRendInstanceMaskHead,
+    PointRendSemanticHead,
+    SemanticFPNCoarseHead,
+    build_dilated_resnet_backbone,
+    build_point_head,
+)
 
 __version__ = "0.1.0"
 

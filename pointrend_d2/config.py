@@ -1,5 +1,7 @@
 """Config keys of pointrend_d2, added to a detectron2 config by :func:`add_pointrend_config`."""
 
+import os
+import warnings
 from collections.abc import Sequence
 
 from detectron2.config import CfgNode as CN
@@ -105,14 +107,45 @@ def add_pointrend_config(cfg: CN) -> None:
     cfg.MODEL.DEEPLAB_V3.DROPOUT = 0.1
 
 
+#: The task folders of configs/ that the configs once directly in configs/ moved into.
+CONFIG_FOLDERS = ("SemanticSegmentation", "InstanceSegmentation", "quickstart")
+
+
+def resolve_config_path(config_file: str) -> str:
+    """
+    ``config_file``, or, where it names a config that moved from configs/ into one of its task
+    folders (:data:`CONFIG_FOLDERS`), the new path, with a deprecation warning that names it.
+
+    Raises:
+        FileNotFoundError: naming the file, if it exists in neither place.
+    """
+    if os.path.exists(config_file):
+        return config_file
+    folder, name = os.path.split(config_file)
+    moved = [
+        os.path.join(folder, task_folder, name)
+        for task_folder in CONFIG_FOLDERS
+        if os.path.isfile(os.path.join(folder, task_folder, name))
+    ]
+    if len(moved) != 1:
+        raise FileNotFoundError(f"Config file {config_file!r} does not exist")
+    warnings.warn(
+        f"{config_file} moved to {moved[0]}; the old path will stop working in a later release",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return moved[0]
+
+
 def setup_cfg(config_file: str, opts: Sequence[str] = ()) -> CN:
     """
     The config that every tool builds: detectron2's defaults, :func:`add_pointrend_config`, the
-    config file, then ``KEY VALUE`` overrides. Returned unfrozen, so that a tool can set its own
-    command-line flags before freezing it.
+    config file (a moved config's old path works, see :func:`resolve_config_path`), then
+    ``KEY VALUE`` overrides. Returned unfrozen, so that a tool can set its own command-line flags
+    before freezing it.
     """
     cfg = get_cfg()
     add_pointrend_config(cfg)
-    cfg.merge_from_file(config_file)
+    cfg.merge_from_file(resolve_config_path(config_file))
     cfg.merge_from_list(list(opts))
     return cfg

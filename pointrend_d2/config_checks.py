@@ -7,13 +7,12 @@ derived from others (``-1``, ``"auto"``) are resolved here too, next to their ch
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
-from .coarse_head import CoarseSemSegHead
-from .point_head import POINT_HEAD_REGISTRY
+from .modeling.coarse_head import CoarseSemSegHead
+from .modeling.point_head import POINT_HEAD_REGISTRY
 
 __all__ = [
     "registered_coarse_heads",
@@ -21,7 +20,6 @@ __all__ = [
     "resolve_subdivision_steps",
     "resolve_train_num_points",
     "validate_coarse_head",
-    "validate_dataset_classes",
     "validate_deeplab_in_features",
     "validate_instance_mask_head_config",
     "validate_point_head_config",
@@ -284,41 +282,3 @@ def resolve_subdivision_selection(selection: str, device: str) -> str:
     if selection != "auto":
         return selection
     return "bounded" if torch.device(device).type == "cpu" else "topk"
-
-
-def validate_dataset_classes(cfg: CfgNode, dataset_names: list[str]) -> None:
-    """
-    Check the config's class count against the classes of every dataset in ``dataset_names``
-    whose metadata lists them: MODEL.ROI_HEADS.NUM_CLASSES against ``thing_classes`` for instance
-    datasets (``evaluator_type`` "coco" or "cityscapes_instance"), MODEL.SEM_SEG_HEAD.NUM_CLASSES
-    against ``stuff_classes`` for the others. A single sigmoid foreground logit
-    (SEM_SEG_HEAD.NUM_CLASSES = 1) is trained on datasets of two classes, background and
-    foreground.
-
-    The one class-count check of the package: the Trainer calls it before building anything, and
-    the evaluators for each test dataset.
-
-    Raises:
-        ValueError: naming the dataset, its classes and the config key.
-    """
-    for name in dataset_names:
-        metadata = MetadataCatalog.get(name)
-        if metadata.get("evaluator_type") in ("coco", "cityscapes_instance"):
-            key, num_classes = "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
-            classes = metadata.get("thing_classes")
-        else:
-            key, num_classes = "MODEL.SEM_SEG_HEAD.NUM_CLASSES", cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-            classes = metadata.get("stuff_classes")
-        if classes is None or len(classes) == num_classes:
-            continue
-        if key.startswith("MODEL.SEM_SEG_HEAD") and (num_classes, len(classes)) == (1, 2):
-            continue
-        hint = (
-            " (or 1 for a sigmoid foreground logit)"
-            if len(classes) == 2 and key.startswith("MODEL.SEM_SEG_HEAD")
-            else ""
-        )
-        raise ValueError(
-            f"{key}={num_classes} but dataset {name!r} has {len(classes)} classes "
-            f"{list(classes)}: set NUM_CLASSES to {len(classes)}{hint}"
-        )

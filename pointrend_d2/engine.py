@@ -6,14 +6,12 @@ datasets' ``evaluator_type`` (semantic: "sem_seg", "cityscapes_sem_seg"; instanc
 
 import contextlib
 import os
-from collections.abc import Sequence
 from unittest import mock
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import (
-    DatasetCatalog,
     DatasetMapper,
     MetadataCatalog,
     build_detection_test_loader,
@@ -32,54 +30,15 @@ from detectron2.evaluation import (
 )
 
 from .checkpoint import SafeCheckpointer
-from .config_checks import validate_dataset_classes
+from .data.catalog import (
+    INSTANCE_EVALUATOR_TYPES,
+    SEMANTIC_EVALUATOR_TYPES,
+    dataset_task,
+    load_dataset_records,
+    validate_dataset_classes,
+)
 from .data.mapper import SemanticDatasetMapper
 from .evaluation import BoundaryIoUEvaluator, COCOBoundaryEvaluator, SemSegIoUEvaluator
-
-SEMANTIC_EVALUATOR_TYPES = ("sem_seg", "cityscapes_sem_seg")
-INSTANCE_EVALUATOR_TYPES = ("coco", "cityscapes_instance")
-
-
-def dataset_task(dataset_name: str) -> str:
-    """
-    "semantic" or "instance": the task of a registered dataset, by its ``evaluator_type``; a
-    dataset without one is an instance dataset if its metadata lists ``thing_classes`` only.
-
-    Raises:
-        ValueError: for an evaluator type pointrend_d2 does not train or evaluate.
-    """
-    metadata = MetadataCatalog.get(dataset_name)
-    evaluator_type = metadata.get("evaluator_type")
-    if evaluator_type is None:
-        only_things = metadata.get("thing_classes") and not metadata.get("stuff_classes")
-        return "instance" if only_things else "semantic"
-    if evaluator_type in SEMANTIC_EVALUATOR_TYPES:
-        return "semantic"
-    if evaluator_type in INSTANCE_EVALUATOR_TYPES:
-        return "instance"
-    raise ValueError(
-        f"Dataset {dataset_name!r} has evaluator_type={evaluator_type!r}; pointrend_d2 trains "
-        f"and evaluates {list(SEMANTIC_EVALUATOR_TYPES + INSTANCE_EVALUATOR_TYPES)} datasets"
-    )
-
-
-def load_dataset_records(names: Sequence[str], config_key: str) -> list[dict]:
-    """
-    The records of the datasets ``names`` (from config key ``config_key``), concatenated.
-
-    Raises:
-        ValueError: no dataset is named, or one has no records.
-        KeyError: a dataset is not registered (detectron2's message lists the registered ones).
-    """
-    if not names:
-        raise ValueError(f"{config_key} is empty: name one or more registered datasets")
-    records = []
-    for name in names:
-        dataset_records = DatasetCatalog.get(name)
-        if not dataset_records:
-            raise ValueError(f"Dataset {name!r} in {config_key} has no images")
-        records.extend(dataset_records)
-    return records
 
 
 def build_evaluator(

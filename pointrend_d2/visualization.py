@@ -20,11 +20,11 @@ from detectron2.structures import ImageList, Instances
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from . import subdivision
-from .coarse_head import expand_foreground_logit
-from .mask_head import PointRendInstanceMaskHead
-from .point_features import box_points_to_image, calculate_uncertainty
-from .semantic_seg import PointRendSemanticHead
+from .modeling import subdivision
+from .modeling.coarse_head import expand_foreground_logit
+from .modeling.mask_head import PointRendInstanceMaskHead
+from .modeling.point_features import box_points_to_image, calculate_uncertainty
+from .modeling.semantic_seg import PointRendSemanticHead
 
 __all__ = [
     "InstanceSubdivisionStep",

@@ -22,7 +22,7 @@ from detectron2.utils.events import get_event_storage
 
 from pointrend_d2.data import register_folder_dataset
 from pointrend_d2.engine import Trainer
-from pointrend_d2.point_features import sample_uncertain_points
+from pointrend_d2.modeling.point_features import sample_uncertain_points
 
 _spec = importlib.util.spec_from_file_location(
     "train_net", Path(__file__).resolve().parents[1] / "tools" / "train_net.py"

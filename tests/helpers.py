@@ -9,15 +9,22 @@ import sys
 from pathlib import Path
 
 from detectron2.config import CfgNode
+from detectron2.projects import point_rend
 
 from pointrend_d2.config import setup_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def config_path(name: str) -> Path:
+    """The shipped config named ``name``, wherever it lies under configs/ (names are unique)."""
+    (path,) = (REPO / "configs").rglob(name)
+    return path
+
+
 def _small_cfg(base_config: str, num_classes: int, options: list, overrides: dict) -> CfgNode:
     """``base_config`` shrunk for fast CPU tests by ``options``, then ``overrides`` (KEY=VALUE)."""
-    cfg = setup_cfg(str(REPO / "configs" / base_config))
+    cfg = setup_cfg(str(config_path(base_config)))
     cfg.merge_from_list(
         [
             "MODEL.DEVICE", "cpu",
@@ -67,7 +74,7 @@ def small_deeplab_cfg(num_classes: int = 5, output_stride: int = 16, **overrides
 
 def small_rcnn_cfg(num_classes: int = 5, **overrides) -> CfgNode:
     """A tiny ResNet-18 FPN PointRend Mask R-CNN config (random weights) for fast CPU tests."""
-    cfg = setup_cfg(str(REPO / "configs" / "Base-PointRend-RCNN-FPN.yaml"))
+    cfg = setup_cfg(str(config_path("Base-PointRend-RCNN-FPN.yaml")))
     cfg.merge_from_list(
         [
             "MODEL.DEVICE", "cpu",
@@ -136,7 +143,6 @@ def reference_cfg(our_cfg: CfgNode, recipe: str = "coco") -> CfgNode:
     detectron2's, so that ours loading its checkpoint shows that the two agree.
     """
     from detectron2.config import get_cfg
-    from detectron2.projects import point_rend
 
     cfg = get_cfg()
     point_rend.add_pointrend_config(cfg)
@@ -196,7 +202,6 @@ def reference_instance_cfg(our_cfg: CfgNode) -> CfgNode:
     (device, backbone depth and widths, class count, head widths).
     """
     from detectron2.config import get_cfg
-    from detectron2.projects import point_rend
 
     cfg = get_cfg()
     point_rend.add_pointrend_config(cfg)

@@ -16,9 +16,9 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 from PIL import Image
 
-from pointrend_d2.config_checks import validate_dataset_classes
 from pointrend_d2.data import SemanticDatasetMapper
-from pointrend_d2.engine import Trainer, build_evaluator, load_dataset_records
+from pointrend_d2.data.catalog import load_dataset_records, validate_dataset_classes
+from pointrend_d2.engine import Trainer, build_evaluator
 from tests.helpers import small_fpn_cfg
 
 NUM_CLASSES = 5

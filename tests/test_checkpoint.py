@@ -31,7 +31,7 @@ from pointrend_d2.checkpoint import (
 from pointrend_d2.config import setup_cfg
 from pointrend_d2.engine import Trainer
 from pointrend_d2.predictor import Predictor
-from tests.helpers import FAST_OPTS, REPO, read_metrics, run_train_net, small_fpn_cfg
+from tests.helpers import FAST_OPTS, REPO, config_path, read_metrics, run_train_net, small_fpn_cfg
 
 
 def checkpoint_files(folder) -> list[str]:
@@ -124,14 +124,14 @@ def test_train_net_refuses_a_pickle_without_the_flag(tmp_path):
     marker = tmp_path / "code_ran"
     weights = tmp_path / "evil.pkl"
     # The model's own weights, so that the allowed load fills the model.
-    model = build_model(setup_cfg(str(REPO / "configs" / "pointrend_semseg.yaml")))
+    model = build_model(setup_cfg(str(config_path("pointrend_semseg.yaml"))))
     with open(weights, "wb") as f:
         pickle.dump(
             {"model": model.state_dict(), "__author__": "x", "extra": WritesMarker(marker)}, f
         )
     command = [
         sys.executable, str(REPO / "tools" / "train_net.py"),
-        "--config-file", str(REPO / "configs" / "pointrend_semseg.yaml"), "--eval-only",
+        "--config-file", str(config_path("pointrend_semseg.yaml")), "--eval-only",
         "MODEL.WEIGHTS", str(weights), "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path / "out"),
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
@@ -356,13 +356,13 @@ def test_the_predictor_needs_every_tensor_whatever_the_config_allows(tmp_path):
 
 @pytest.mark.slow
 def test_train_net_eval_only_needs_every_tensor_even_with_the_opt_in(tmp_path):
-    cfg = setup_cfg(str(REPO / "configs" / "pointrend_semseg.yaml"))
+    cfg = setup_cfg(str(config_path("pointrend_semseg.yaml")))
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 4
     SafeCheckpointer(build_model(cfg), str(tmp_path), save_to_disk=True).save("four_classes")
     weights = tmp_path / "four_classes.pth"
     command = [
         sys.executable, str(REPO / "tools" / "train_net.py"), "--allow-partial-weights",
-        "--config-file", str(REPO / "configs" / "pointrend_semseg.yaml"), "--eval-only",
+        "--config-file", str(config_path("pointrend_semseg.yaml")), "--eval-only",
         "MODEL.WEIGHTS", str(weights), "DATASETS.TEST", "()", "OUTPUT_DIR", str(tmp_path / "out"),
     ]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
@@ -460,7 +460,7 @@ def test_kill_9_mid_period_then_resume(tmp_path):
     period, max_iter = 3, 12
     out = tmp_path / "run"
     arguments = [
-        "--config-file", str(REPO / "configs" / "pointrend_semseg.yaml"),
+        "--config-file", str(config_path("pointrend_semseg.yaml")),
         *FAST_OPTS,
         "INPUT.CROP.SIZE", "(64, 64)",
         "SOLVER.CHECKPOINT_PERIOD", str(period),

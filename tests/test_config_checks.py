@@ -13,9 +13,10 @@ from detectron2.utils.events import EventStorage
 from PIL import Image
 from torch import nn
 
-from pointrend_d2.coarse_head import CoarseSemSegHead, SemanticFPNCoarseHead
-from pointrend_d2.config_checks import resolve_subdivision_selection, validate_dataset_classes
+from pointrend_d2.config_checks import resolve_subdivision_selection
 from pointrend_d2.data import register_datasets_from_config
+from pointrend_d2.data.catalog import validate_dataset_classes
+from pointrend_d2.modeling.coarse_head import CoarseSemSegHead, SemanticFPNCoarseHead
 from tests.helpers import small_fpn_cfg, small_rcnn_cfg
 
 

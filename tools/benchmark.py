@@ -83,7 +83,9 @@ def reference_point_rend():
 
 def build_variant(variant: str, num_classes: int, depth: int, device: str):
     """Build one variant (eval mode, on ``device``) from the repo's base config."""
-    cfg = setup_cfg(str(REPO / "configs" / "Base-PointRend-Semantic-FPN.yaml"))
+    cfg = setup_cfg(
+        str(REPO / "configs" / "SemanticSegmentation" / "Base-PointRend-Semantic-FPN.yaml")
+    )
     cfg.merge_from_list(
         ["MODEL.DEVICE", device, "MODEL.RESNETS.DEPTH", depth,
          "MODEL.SEM_SEG_HEAD.NUM_CLASSES", num_classes]
@@ -444,7 +446,9 @@ def instance_cfg(variant: str, num_classes: int, device: str):
             ]
         )  # fmt: skip
     else:
-        cfg = setup_cfg(str(REPO / "configs" / "Base-PointRend-RCNN-FPN.yaml"))
+        cfg = setup_cfg(
+            str(REPO / "configs" / "InstanceSegmentation" / "Base-PointRend-RCNN-FPN.yaml")
+        )
         if variant in SELECTION:
             cfg.MODEL.POINT_HEAD.SUBDIVISION_SELECTION = SELECTION[variant]
         elif variant == "mask_rcnn":

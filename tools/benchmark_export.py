@@ -7,9 +7,9 @@ Eager against exported inference, in one process, on the same (1, 3, H, W) uint8
   torch.export      the .pt2 program (torch.export.load), torch's CPU threads
   ONNX Runtime      the .onnx model on onnxruntime's CPU provider, --threads intra-op threads
 
-The model is exported with pointrend_d2.export (as tools/export_model.py does) into a temporary
-folder; timings are interleaved after a warm-up, as in tools/benchmark.py, and ratios are taken
-between medians of the same run. Each exported output is checked against the eager one.
+The model is exported with pointrend_d2.deploy.export (as tools/export_model.py does) into a
+temporary folder; timings are interleaved after a warm-up, as in tools/benchmark.py, and ratios
+are taken between medians of the same run. Each exported output is checked against the eager one.
 
     python tools/benchmark_export.py --random-weights      # R-50-FPN PointRend, 19 classes,
                                                            # 512x1024; about 5 minutes on 2 cores
@@ -33,11 +33,11 @@ from detectron2.modeling import build_model
 from pointrend_d2.checkpoint import SafeCheckpointer
 from pointrend_d2.config import setup_cfg
 from pointrend_d2.deploy import ExportedPredictor
-from pointrend_d2.export import EXPORT_FORMATS, compare_with_eager, export_model
+from pointrend_d2.deploy.export import EXPORT_FORMATS, compare_with_eager, export_model
 from pointrend_d2.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "configs" / "Base-PointRend-Semantic-FPN.yaml"
+DEFAULT_CONFIG = REPO / "configs" / "SemanticSegmentation" / "Base-PointRend-Semantic-FPN.yaml"
 # The default model: tools/benchmark.py's R-50-FPN PointRend with 19 classes.
 DEFAULT_OPTS = ["MODEL.RESNETS.DEPTH", "50", "MODEL.SEM_SEG_HEAD.NUM_CLASSES", "19"]
 LABELS = {

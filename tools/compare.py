@@ -5,7 +5,8 @@ predictions disagree most; writes one figure (PNG):
 
     python tools/compare.py \
         --pointrend configs/pointrend_semseg.yaml output/pointrend_semseg/model_final.pth \
-        --baseline configs/semantic_fpn_semseg.yaml output/semantic_fpn_semseg/model_final.pth \
+        --baseline configs/quickstart/semantic_fpn_semseg.yaml \
+            output/semantic_fpn_semseg/model_final.pth \
         --output docs/pointrend_vs_baseline.png
 
 Each row is one crop: the image, the ground truth, the baseline, PointRend (labels in the

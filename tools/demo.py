@@ -4,7 +4,7 @@ Segment images with a trained model, or with an exported one, and write coloured
 
     python tools/demo.py --config-file configs/pointrend_semseg.yaml \
         --input 'photos/*.jpg' --output demo_out [--show-points] --opts MODEL.WEIGHTS model.pth
-    python tools/demo.py --config-file configs/pointrend_instance.yaml \
+    python tools/demo.py --config-file configs/quickstart/pointrend_instance.yaml \
         --input 'photos/*.jpg' --output demo_out [--show-points] [--confidence-threshold 0.5] \
         --opts MODEL.WEIGHTS model.pth
     python tools/demo.py --exported exported/ --input 'photos/*.jpg' --output demo_out
@@ -44,7 +44,7 @@ from pointrend_d2.config import setup_cfg
 from pointrend_d2.data import register_datasets_from_config
 from pointrend_d2.data.mapper import read_image_file
 from pointrend_d2.deploy import ExportedPredictor
-from pointrend_d2.export import class_names_and_colors
+from pointrend_d2.deploy.export import class_names_and_colors
 from pointrend_d2.predictor import Predictor
 from pointrend_d2.visualization import (
     InstanceSubdivisionStep,

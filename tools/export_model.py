@@ -25,7 +25,7 @@ from detectron2.utils.logger import setup_logger
 
 from pointrend_d2.config import setup_cfg
 from pointrend_d2.deploy import ExportedPredictor
-from pointrend_d2.export import EXPORT_FORMATS, compare_with_eager, export_model
+from pointrend_d2.deploy.export import EXPORT_FORMATS, compare_with_eager, export_model
 from pointrend_d2.predictor import Predictor
 
 logger = logging.getLogger("pointrend_d2.export_model")

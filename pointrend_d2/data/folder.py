@@ -371,7 +371,7 @@ def register_datasets_from_config(cfg: CfgNode) -> list[str]:
     to the working directory). Call it before building the model's data loaders and evaluators.
 
     Their classes are checked against MODEL.SEM_SEG_HEAD.NUM_CLASSES where the datasets are used,
-    by :func:`pointrend_d2.config_checks.validate_dataset_classes` (the Trainer calls it).
+    by :func:`pointrend_d2.data.catalog.validate_dataset_classes` (the Trainer calls it).
 
     Returns:
         The registered dataset names.

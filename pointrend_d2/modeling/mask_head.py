@@ -1,0 +1,430 @@
+"""
+PointRend for instance segmentation: mask heads registered in detectron2's ROI_MASK_HEAD_REGISTRY,
+for the ``StandardROIHeads`` of a Mask R-CNN.
+
+``ConvFCCoarseMaskHead`` predicts a coarse ``S x S`` (7x7) mask per box from pooled region
+features with a conv and fully connected layers. ``PointRendInstanceMaskHead`` pools its own
+region features from MODEL.ROI_MASK_HEAD.IN_FEATURES (p2) by point sampling, runs the coarse head,
+and renders each mask with a point head on fine-grained features (MODEL.POINT_HEAD.IN_FEATURES,
+p2) sampled at points of the box:
+
+* training: for each foreground box, points sampled by the uncertainty ``-|logit|`` of the coarse
+  logit of its ground-truth class; their labels come from the ground-truth masks at the exact
+  points (the pixel that contains a point for bit masks, point-in-polygon for polygons); loss =
+  the coarse mask loss + the point loss (binary cross-entropy of the ground-truth class's logit);
+* inference: the point head at every cell of a grid (the coarse side doubled while a subdivision
+  step would re-predict every cell anyway: 28x28 with the defaults), then adaptive subdivision of
+  the predicted class's logit up to 224x224 (:func:`pointrend_d2.subdivision.subdivision_inference`
+  batched over the boxes), then detectron2's ``mask_rcnn_inference``; the masks are pasted into
+  the image by the meta-architecture, as for any Mask R-CNN.
+
+Only the predicted class's logit is carried through the subdivision, not all K: the refined logit
+of a class depends only on that class's channel, so the masks are the same as when every class is
+refined (detectron2's reference does), at 1/K of the memory. For the same reason the point head
+predicts only that class's logit at each point (in training, the ground-truth class's).
+
+Parameter names follow detectron2's ``projects/PointRend`` instance head (``coarse_head.*``,
+``point_head.*``), so its checkpoints load unchanged.
+
+Shape shorthand: R boxes of all images together, K mask classes (MODEL.ROI_HEADS.NUM_CLASSES, or 1
+with MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK), S the coarse side, P points per box. Point
+coordinates are box-normalized (see :mod:`pointrend_d2.point_features`).
+"""
+
+from collections.abc import Callable, Sequence
+
+import fvcore.nn.weight_init as weight_init
+import torch
+from detectron2.config import CfgNode, configurable
+from detectron2.layers import Conv2d, ShapeSpec
+from detectron2.modeling import ROI_MASK_HEAD_REGISTRY
+from detectron2.modeling.roi_heads.mask_head import (
+    BaseMaskRCNNHead,
+    mask_rcnn_inference,
+    mask_rcnn_loss,
+)
+from detectron2.structures import BitMasks, Instances, PolygonMasks
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..config_checks import resolve_subdivision_selection, validate_instance_mask_head_config
+from .losses import point_loss
+from .point_features import (
+    bitmask_point_labels,
+    box_points_to_image,
+    point_sample,
+    polygon_point_labels,
+    regular_grid_points,
+    roi_point_features,
+    sample_uncertain_points,
+)
+from .point_head import build_point_head
+from .subdivision import SubdivisionStep, subdivision_inference
+
+__all__ = ["ConvFCCoarseMaskHead", "PointRendInstanceMaskHead", "instance_point_labels"]
+
+
+def _num_mask_classes(cfg: CfgNode) -> int:
+    return 1 if cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+
+
+@ROI_MASK_HEAD_REGISTRY.register()
+class ConvFCCoarseMaskHead(BaseMaskRCNNHead):
+    """
+    PointRend's coarse mask head: pooled (C, H, W) region features, a 1x1 conv reducing the
+    channels to ``conv_dim`` (only if there are more), a 2x2 stride-2 conv, ``len(fc_dims)`` fully
+    connected layers, and a linear prediction of K ``S x S`` mask logits.
+
+    Registered on its own it is a Mask R-CNN mask head on detectron2's pooled features
+    (MODEL.ROI_MASK_HEAD.POOLER_TYPE set, POOLER_RESOLUTION = 2S) whose masks are S x S;
+    :class:`PointRendInstanceMaskHead` uses it as its coarse head.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        num_classes: int,
+        conv_dim: int = 256,
+        fc_dims: Sequence[int] = (1024, 1024),
+        output_side_resolution: int = 7,
+        loss_weight: float = 1.0,
+        vis_period: int = 0,
+    ):
+        """
+        Args:
+            input_shape: channels, height and width of the pooled region features (even sides).
+            num_classes: K, 1 for class-agnostic masks.
+            conv_dim: channels of the conv layers.
+            fc_dims: width of each fully connected layer (at least one).
+            output_side_resolution: S, the side of the predicted masks.
+            loss_weight: weight of the mask loss.
+            vis_period: detectron2's mask-loss visualization period (0 disables it).
+        """
+        super().__init__(loss_weight=loss_weight, vis_period=vis_period)
+        self.num_classes = num_classes
+        self.output_side_resolution = output_side_resolution
+        self.conv_layers = []
+        # Names and layout follow detectron2's PointRend ConvFCHead, so its checkpoints load.
+        if input_shape.channels > conv_dim:
+            self.reduce_channel_dim_conv = Conv2d(
+                input_shape.channels, conv_dim, kernel_size=1, activation=F.relu
+            )
+            self.conv_layers.append(self.reduce_channel_dim_conv)
+        self.reduce_spatial_dim_conv = Conv2d(
+            conv_dim, conv_dim, kernel_size=2, stride=2, activation=F.relu
+        )
+        self.conv_layers.append(self.reduce_spatial_dim_conv)
+        for layer in self.conv_layers:
+            weight_init.c2_msra_fill(layer)
+        input_dim = conv_dim * (input_shape.height // 2) * (input_shape.width // 2)
+        self.fcs = []
+        for index, fc_dim in enumerate(fc_dims):
+            fc = nn.Linear(input_dim, fc_dim)
+            weight_init.c2_xavier_fill(fc)
+            self.add_module(f"fc{index + 1}", fc)
+            self.fcs.append(fc)
+            input_dim = fc_dim
+        self.prediction = nn.Linear(input_dim, num_classes * output_side_resolution**2)
+        # Near-zero initial logits: the coarse masks start uncertain everywhere.
+        nn.init.normal_(self.prediction.weight, std=0.001)
+        nn.init.constant_(self.prediction.bias, 0)
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, input_shape: ShapeSpec):
+        mask_cfg = cfg.MODEL.ROI_MASK_HEAD
+        return {
+            **super().from_config(cfg, input_shape),
+            "input_shape": input_shape,
+            "num_classes": _num_mask_classes(cfg),
+            "conv_dim": mask_cfg.CONV_DIM,
+            "fc_dims": [mask_cfg.FC_DIM] * mask_cfg.NUM_FC,
+            "output_side_resolution": mask_cfg.OUTPUT_SIDE_RESOLUTION,
+        }
+
+    def layers(self, x: Tensor) -> Tensor:
+        """(R, C, H, W) pooled region features -> (R, K, S, S) coarse mask logits."""
+        for layer in self.conv_layers:
+            x = layer(x)
+        x = torch.flatten(x, start_dim=1)
+        for layer in self.fcs:
+            x = F.relu(layer(x))
+        side = self.output_side_resolution
+        return self.prediction(x).view(-1, self.num_classes, side, side)
+
+
+def instance_point_labels(instances: list[Instances], point_coords: Tensor) -> Tensor:
+    """
+    The ground-truth labels of the foreground boxes' points, from ``gt_masks`` at the exact
+    points: bit masks by the pixel that contains a point, polygons by point-in-polygon.
+
+    Args:
+        instances: per image, the foreground proposals with ``proposal_boxes`` and ``gt_masks``
+            (``BitMasks`` or ``PolygonMasks``), R boxes together.
+        point_coords: (R, P, 2) box-normalized points, in the order of ``instances``.
+
+    Returns:
+        (R, P) int64 labels, 1 inside the box's ground-truth mask.
+    """
+    labels = []
+    counts = [len(x) for x in instances]
+    for image_instances, points in zip(instances, point_coords.split(counts), strict=True):
+        if len(image_instances) == 0:
+            continue
+        image_points = box_points_to_image(image_instances.proposal_boxes.tensor, points)
+        gt_masks = image_instances.gt_masks
+        if isinstance(gt_masks, BitMasks):
+            labels.append(bitmask_point_labels(gt_masks.tensor, image_points))
+        elif isinstance(gt_masks, PolygonMasks):
+            polygons = [
+                [torch.as_tensor(polygon) for polygon in instance_polygons]
+                for instance_polygons in gt_masks.polygons
+            ]
+            labels.append(polygon_point_labels(polygons, image_points))
+        else:
+            raise TypeError(
+                f"gt_masks of type {type(gt_masks).__name__}: PointRend's instance head needs "
+                "BitMasks or PolygonMasks (INPUT.MASK_FORMAT 'bitmask' or 'polygon')"
+            )
+    if not labels:
+        return point_coords.new_zeros(point_coords.shape[:2], dtype=torch.int64)
+    return torch.cat(labels)
+
+
+def _select_class(logits: Tensor, classes: Tensor) -> Tensor:
+    """(R, K, ...) logits and (R,) classes -> (R, 1, ...) the logit of each box's class (of the
+    only one for class-agnostic masks)."""
+    if logits.shape[1] == 1:
+        return logits
+    return logits[torch.arange(len(logits), device=logits.device), classes].unsqueeze(1)
+
+
+@ROI_MASK_HEAD_REGISTRY.register()
+class PointRendInstanceMaskHead(nn.Module):
+    """
+    PointRend's instance mask head (see the module docstring). It receives the feature maps of
+    MODEL.ROI_HEADS.IN_FEATURES by name, not pooled features, so MODEL.ROI_MASK_HEAD.POOLER_TYPE
+    must be empty.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        coarse_head: ConvFCCoarseMaskHead,
+        point_head: nn.Module,
+        roi_in_features: list[str],
+        point_in_features: list[str],
+        feature_strides: dict[str, int],
+        pooler_resolution: int = 14,
+        train_num_points: int = 14 * 14,
+        oversample_ratio: float = 3,
+        importance_sample_ratio: float = 0.75,
+        subdivision_steps: int = 5,
+        subdivision_num_points: int = 28 * 28,
+        subdivision_selection: str = "bounded",
+        point_sampler: Callable[..., Tensor] = sample_uncertain_points,
+    ):
+        """
+        Args:
+            coarse_head: predicts (R, K, S, S) coarse logits from (R, C, pooler_resolution,
+                pooler_resolution) region features.
+            point_head: a point head (see ``POINT_HEAD_REGISTRY``) with K outputs.
+            roi_in_features: maps pooled for the coarse head (concatenated).
+            point_in_features: maps sampled at the points as fine-grained features.
+            feature_strides: the stride of each map by name.
+            pooler_resolution: side of the grid of region features for the coarse head.
+            train_num_points: points per foreground box for the point loss.
+            oversample_ratio: k of the training sampler.
+            importance_sample_ratio: beta of the training sampler.
+            subdivision_steps: 2x steps from the coarse S x S (5: 7 -> 224).
+            subdivision_num_points: cells re-predicted per step and box.
+            subdivision_selection: "bounded" or "topk", the same cells (see
+                :func:`pointrend_d2.subdivision.subdivision_inference`).
+            point_sampler: the training point sampler, ``point_sampler(logits (R, 1, S, S),
+                num_points, oversample_ratio, importance_sample_ratio)`` -> (R, P, 2).
+        """
+        super().__init__()
+        self.coarse_head = coarse_head
+        self.point_head = point_head
+        self.roi_in_features = list(roi_in_features)
+        self.point_in_features = list(point_in_features)
+        self.feature_strides = dict(feature_strides)
+        self.pooler_resolution = pooler_resolution
+        self.train_num_points = train_num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.subdivision_num_points = subdivision_num_points
+        self.subdivision_selection = subdivision_selection
+        self.point_sampler = point_sampler
+        # While a step would re-predict every cell of the doubled grid, predicting every cell of
+        # that grid directly gives the same logits with one step fewer (7x7 -> 28x28 for 784).
+        self.initial_resolution = coarse_head.output_side_resolution
+        self.subdivision_steps = subdivision_steps
+        while self.subdivision_steps > 0 and 4 * self.initial_resolution**2 <= (
+            subdivision_num_points
+        ):
+            self.initial_resolution *= 2
+            self.subdivision_steps -= 1
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
+        validate_instance_mask_head_config(cfg, input_shape, "PointRendInstanceMaskHead")
+        mask_cfg, point_cfg = cfg.MODEL.ROI_MASK_HEAD, cfg.MODEL.POINT_HEAD
+        roi_channels = sum(input_shape[f].channels for f in mask_cfg.IN_FEATURES)
+        resolution = mask_cfg.POOLER_RESOLUTION
+        coarse_shape = ShapeSpec(channels=roi_channels, height=resolution, width=resolution)
+        point_channels = sum(input_shape[f].channels for f in point_cfg.IN_FEATURES)
+        return {
+            "coarse_head": ConvFCCoarseMaskHead(cfg, coarse_shape),
+            "point_head": build_point_head(cfg, point_channels, _num_mask_classes(cfg)),
+            "roi_in_features": list(mask_cfg.IN_FEATURES),
+            "point_in_features": list(point_cfg.IN_FEATURES),
+            "feature_strides": {name: shape.stride for name, shape in input_shape.items()},
+            "pooler_resolution": resolution,
+            "train_num_points": point_cfg.TRAIN_NUM_POINTS,
+            "oversample_ratio": point_cfg.OVERSAMPLE_RATIO,
+            "importance_sample_ratio": point_cfg.IMPORTANCE_SAMPLE_RATIO,
+            "subdivision_steps": point_cfg.SUBDIVISION_STEPS,
+            "subdivision_num_points": point_cfg.SUBDIVISION_NUM_POINTS,
+            "subdivision_selection": resolve_subdivision_selection(
+                point_cfg.SUBDIVISION_SELECTION, cfg.MODEL.DEVICE
+            ),
+        }
+
+    def forward(self, features: dict[str, Tensor], instances: list[Instances]):
+        """
+        Args:
+            features: the maps of MODEL.ROI_HEADS.IN_FEATURES by name, each (N, C, H, W).
+            instances: per image, the foreground proposals (``proposal_boxes``, ``gt_classes``,
+                ``gt_masks``) in training, the detections (``pred_boxes``, ``pred_classes``) in
+                inference.
+
+        Returns:
+            In training, ``{"loss_mask", "loss_mask_point"}``. In inference, ``instances`` with
+            ``pred_masks`` (R_n, 1, M, M) mask probabilities, M = S * 2**steps (224).
+        """
+        if self.training:
+            boxes = [x.proposal_boxes.tensor for x in instances]
+            coarse_logits = self.coarse_logits(features, boxes)
+            losses = {
+                "loss_mask": mask_rcnn_loss(coarse_logits, instances, self.coarse_head.vis_period)
+                * self.coarse_head.loss_weight
+            }
+            gt_classes = torch.cat([x.gt_classes for x in instances])
+            with torch.no_grad():
+                point_coords = self.point_sampler(
+                    _select_class(coarse_logits, gt_classes),
+                    self.train_num_points,
+                    self.oversample_ratio,
+                    self.importance_sample_ratio,
+                )
+                point_labels = instance_point_labels(instances, point_coords)
+            point_logits = self.predict_points(
+                features, boxes, coarse_logits, point_coords, gt_classes
+            )
+            losses["loss_mask_point"] = point_loss(point_logits, point_labels, ignore_value=-1)
+            return losses
+        boxes = [x.pred_boxes.tensor for x in instances]
+        pred_classes = torch.cat([x.pred_classes for x in instances])
+        mask_logits = self.subdivision_inference(features, boxes, pred_classes)
+        mask_rcnn_inference(mask_logits, instances)
+        return instances
+
+    def coarse_logits(self, features: dict[str, Tensor], boxes: list[Tensor]) -> Tensor:
+        """
+        The coarse head on region features pooled by bilinear sampling at the centres of a
+        ``pooler_resolution``-sided grid over each box (RoIAlign with one sample per bin).
+
+        Args:
+            features: maps by name.
+            boxes: per image, (R_n, 4) boxes in absolute image coordinates.
+
+        Returns:
+            (R, K, S, S) coarse logits.
+        """
+        side = self.pooler_resolution
+        num_boxes = sum(len(b) for b in boxes)
+        grid = regular_grid_points(num_boxes, side, features[self.roi_in_features[0]].device)
+        region_features = roi_point_features(
+            [features[f] for f in self.roi_in_features],
+            [self.feature_strides[f] for f in self.roi_in_features],
+            boxes,
+            grid,
+        )
+        num_channels = region_features.shape[1]
+        return self.coarse_head.layers(region_features.view(num_boxes, num_channels, side, side))
+
+    def predict_points(
+        self,
+        features: dict[str, Tensor],
+        boxes: list[Tensor],
+        coarse_logits: Tensor,
+        point_coords: Tensor,
+        classes: Tensor,
+    ) -> Tensor:
+        """
+        The point head's logit of each box's class at box-normalized points.
+
+        Args:
+            features: maps by name.
+            boxes: per image, (R_n, 4) boxes in absolute image coordinates.
+            coarse_logits: (R, K, S, S) coarse logits of the boxes.
+            point_coords: (R, P, 2) box-normalized points.
+            classes: (R,) the class of each box (ignored for class-agnostic masks).
+
+        Returns:
+            (R, 1, P) point logits.
+        """
+        fine_grained_features = roi_point_features(
+            [features[f] for f in self.point_in_features],
+            [self.feature_strides[f] for f in self.point_in_features],
+            boxes,
+            point_coords,
+        )
+        coarse_features = point_sample(coarse_logits, point_coords)
+        if coarse_logits.shape[1] == 1:
+            return self.point_head(fine_grained_features, coarse_features)
+        return self.point_head(fine_grained_features, coarse_features, classes)
+
+    def subdivision_inference(
+        self,
+        features: dict[str, Tensor],
+        boxes: list[Tensor],
+        classes: Tensor,
+        on_step: Callable[[SubdivisionStep], None] | None = None,
+    ) -> Tensor:
+        """
+        The mask logits of each box's class: the point head at every cell of the initial grid,
+        then adaptive subdivision.
+
+        Args:
+            features: maps by name.
+            boxes: per image, (R_n, 4) detected boxes in absolute image coordinates.
+            classes: (R,) the class of each box.
+            on_step: called after each subdivision step with its record (for pictures, tests).
+
+        Returns:
+            (R, 1, M, M) logits, M = initial resolution * 2**steps.
+        """
+        num_boxes = len(classes)
+        side = self.initial_resolution * 2**self.subdivision_steps
+        if num_boxes == 0:
+            return classes.new_zeros((0, 1, side, side), dtype=torch.float32)
+        coarse_logits = self.coarse_logits(features, boxes)
+
+        def predict_class_points(point_coords: Tensor) -> Tensor:
+            return self.predict_points(features, boxes, coarse_logits, point_coords, classes)
+
+        initial = self.initial_resolution
+        grid = regular_grid_points(num_boxes, initial, coarse_logits.device)
+        initial_logits = predict_class_points(grid).view(num_boxes, 1, initial, initial)
+        return subdivision_inference(
+            initial_logits,
+            self.subdivision_steps,
+            self.subdivision_num_points,
+            selection=self.subdivision_selection,
+            predict_points=predict_class_points,
+            on_step=on_step,
+        )
