@@ -10,8 +10,9 @@ from detectron2.config import get_cfg
 
 def add_pointrend_config(cfg: CN) -> None:
     """
-    Add the PointRend semantic-segmentation keys to ``cfg`` in place. Defaults are the paper's
-    (and detectron2's) semantic-segmentation settings.
+    Add pointrend_d2's keys (semantic and instance segmentation) to ``cfg`` in place. Defaults
+    are the paper's (and detectron2's) semantic-segmentation settings; the instance configs set
+    the paper's instance values.
     """
     # Random crops are retried until no single class covers more than this fraction of the crop
     # (1.0 disables the constraint).
@@ -83,7 +84,9 @@ def add_pointrend_config(cfg: CN) -> None:
     # How each subdivision step finds its most uncertain cells; both select the same cells:
     # "bounded" computes the uncertainty only where a bound allows a cell to be selected (fastest
     # on the CPU, but it syncs with the host), "topk" takes a top-k over the dense uncertainty map
-    # (fixed shapes: no host sync, exportable), "auto" is "bounded" on the CPU and "topk" elsewhere.
+    # (fixed shapes: no host sync, exportable). "auto" chooses at each call, from the tensors:
+    # "topk" when exported, "bounded" on the CPU, and on a GPU "bounded" from 1e8 logits at the
+    # final resolution (classes x pixels x maps; e.g. 150 classes at 1024x2048), else "topk".
     cfg.MODEL.POINT_HEAD.SUBDIVISION_SELECTION = "auto"
     # Width of each hidden layer of the point MLP.
     cfg.MODEL.POINT_HEAD.FC_DIM = 256
@@ -91,6 +94,11 @@ def add_pointrend_config(cfg: CN) -> None:
     cfg.MODEL.POINT_HEAD.NUM_FC = 3
     # Concatenate the coarse logits to the input of every MLP layer, not only the first.
     cfg.MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER = True
+    # On a GPU, let the point MLP's matrix products round their inputs to TF32, as cuDNN does by
+    # default for the reference's Conv1d point head (faster; about 1e-3 relative rounding, which
+    # can change the cells selected at near-ties). False keeps the point MLP in full FP32 whatever
+    # torch.backends.cuda.matmul.allow_tf32 says. No effect on the CPU.
+    cfg.MODEL.POINT_HEAD.ALLOW_TF32 = False
 
     # Dilation of res4 in build_dilated_resnet_backbone, with detectron2's RES5_DILATION: (1, 2)
     # gives output stride 16, (2, 4) output stride 8, (1, 1) the plain stride 32.

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-Train and evaluate PointRend semantic segmentation models with detectron2.
+Train and evaluate PointRend semantic and instance segmentation models with detectron2.
 
     python tools/train_net.py --config-file configs/pointrend_semseg.yaml
     python tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth

@@ -56,16 +56,17 @@ class ExportableSegmentor(nn.Module):
         """
         Args:
             model: a detectron2 ``SemanticSegmentor`` (or subclass) in eval mode; a PointRend
-                head must use the "topk" subdivision selection.
+                head must select its cells by "topk", or by "auto", which is "topk" when exported.
         """
         super().__init__()
         head = model.sem_seg_head
-        if isinstance(head, PointRendSemanticHead) and head.subdivision_selection != "topk":
-            raise ValueError(
-                f"subdivision selection {head.subdivision_selection!r} cannot be exported: its "
-                "number of candidates depends on the data; export with "
-                "MODEL.POINT_HEAD.SUBDIVISION_SELECTION topk (the same cells)"
-            )
+        if isinstance(head, PointRendSemanticHead):
+            selection = head.point_settings.subdivision_selection
+            if selection == "bounded":
+                raise ValueError(
+                    "MODEL.POINT_HEAD.SUBDIVISION_SELECTION bounded cannot be exported (its "
+                    "number of candidates depends on the data); use auto or topk (the same cells)"
+                )
         self.backbone = model.backbone
         self.sem_seg_head = head
         self.register_buffer("pixel_mean", model.pixel_mean.clone(), persistent=False)
@@ -123,8 +124,8 @@ def compare_with_eager(
 def build_exportable_model(cfg: CfgNode) -> ExportableSegmentor:
     """
     The model of ``cfg`` on the CPU, with ``MODEL.WEIGHTS`` loaded strictly, ready to export.
-    PointRend heads use the "topk" subdivision selection (MODEL.POINT_HEAD.SUBDIVISION_SELECTION
-    "auto" or "topk"; "bounded" is refused).
+    PointRend heads select cells by "topk" in the exported graph (MODEL.POINT_HEAD.
+    SUBDIVISION_SELECTION "auto" or "topk"; "bounded" is refused).
 
     Raises:
         ValueError: not a semantic model, "bounded" selection, or no MODEL.WEIGHTS.
@@ -135,13 +136,6 @@ def build_exportable_model(cfg: CfgNode) -> ExportableSegmentor:
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
-    selection = cfg.MODEL.POINT_HEAD.SUBDIVISION_SELECTION
-    if selection == "bounded":
-        raise ValueError(
-            "MODEL.POINT_HEAD.SUBDIVISION_SELECTION bounded cannot be exported (its number of "
-            "candidates depends on the data); use auto or topk (the same cells)"
-        )
-    cfg.MODEL.POINT_HEAD.SUBDIVISION_SELECTION = "topk"
     model = build_model(cfg)
     if not isinstance(model, SemanticSegmentor):
         raise ValueError(

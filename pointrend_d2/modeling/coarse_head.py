@@ -7,9 +7,11 @@ SemanticFPN as a coarse head (:class:`SemanticFPNCoarseHead`).
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
+from detectron2.config import CfgNode
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .losses import upsampled_sem_seg_loss
@@ -18,7 +20,9 @@ __all__ = [
     "CoarseHeadForward",
     "CoarseSemSegHead",
     "SemanticFPNCoarseHead",
+    "build_coarse_head",
     "expand_foreground_logit",
+    "registered_coarse_heads",
 ]
 
 
@@ -42,6 +46,52 @@ class CoarseSemSegHead(Protocol):
 
     def losses(self, predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """(N, K, h, w) logits of :meth:`layers` and (N, H, W) int64 labels -> named losses."""
+
+
+def registered_coarse_heads() -> list[str]:
+    """Names in SEM_SEG_HEADS_REGISTRY whose class has the coarse head's ``layers`` and
+    ``losses`` (see :class:`CoarseSemSegHead`); PointRend heads, which wrap one, have neither."""
+    return sorted(
+        name
+        for name, head_class in SEM_SEG_HEADS_REGISTRY
+        if callable(getattr(head_class, "layers", None))
+        and callable(getattr(head_class, "losses", None))
+    )
+
+
+def build_coarse_head(cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> nn.Module:
+    """
+    The coarse head named by MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME, built on the backbone's
+    maps ``input_shape`` and checked against :class:`CoarseSemSegHead` and the class count
+    MODEL.SEM_SEG_HEAD.NUM_CLASSES.
+
+    Raises:
+        ValueError: naming the key and what the head lacks.
+    """
+    name = cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME
+    coarse_heads = registered_coarse_heads()
+    if name not in coarse_heads:
+        raise ValueError(
+            f"MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME={name!r} is not a coarse head registered "
+            f"in SEM_SEG_HEADS_REGISTRY; registered: {coarse_heads}"
+        )
+    coarse_head = SEM_SEG_HEADS_REGISTRY.get(name)(cfg, input_shape)
+    if not isinstance(coarse_head, CoarseSemSegHead):
+        missing = [m for m in ("common_stride", "layers", "losses") if not hasattr(coarse_head, m)]
+        raise ValueError(
+            f"MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME={name!r} lacks {missing} of the coarse "
+            "head contract (pointrend_d2.modeling.coarse_head.CoarseSemSegHead)"
+        )
+    if cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1 and not getattr(
+        type(coarse_head), "single_foreground_logit", False
+    ):
+        raise ValueError(
+            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES=1 (a single sigmoid foreground logit) needs a coarse "
+            f"head that trains one with binary cross-entropy; MODEL.POINT_HEAD."
+            f"COARSE_SEM_SEG_HEAD_NAME={name!r} does not: use 'SemanticFPNCoarseHead' or "
+            "'DeepLabV3CoarseHead', or NUM_CLASSES 2"
+        )
+    return coarse_head
 
 
 def expand_foreground_logit(logits: Tensor) -> Tensor:

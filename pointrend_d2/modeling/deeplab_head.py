@@ -12,7 +12,6 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..config_checks import validate_deeplab_in_features
 from .coarse_head import CoarseHeadForward
 from .losses import upsampled_sem_seg_loss
 
@@ -83,7 +82,13 @@ class DeepLabV3CoarseHead(CoarseHeadForward, nn.Module):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
-        in_feature = validate_deeplab_in_features(cfg, input_shape)
+        in_features = list(cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES)
+        if len(in_features) != 1 or in_features[0] not in input_shape:
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.IN_FEATURES={in_features}: DeepLabV3CoarseHead reads exactly "
+                f"one backbone map, one of {sorted(input_shape)} (the deepest, e.g. 'res5')"
+            )
+        (in_feature,) = in_features
         in_shape = input_shape[in_feature]
         deeplab_cfg = cfg.MODEL.DEEPLAB_V3
         return {

@@ -14,9 +14,10 @@ p2) sampled at points of the box:
   the coarse mask loss + the point loss (binary cross-entropy of the ground-truth class's logit);
 * inference: the point head at every cell of a grid (the coarse side doubled while a subdivision
   step would re-predict every cell anyway: 28x28 with the defaults), then adaptive subdivision of
-  the predicted class's logit up to 224x224 (:func:`pointrend_d2.subdivision.subdivision_inference`
-  batched over the boxes), then detectron2's ``mask_rcnn_inference``; the masks are pasted into
-  the image by the meta-architecture, as for any Mask R-CNN.
+  the predicted class's logit up to 224x224
+  (:func:`pointrend_d2.modeling.subdivision.subdivision_inference` batched over the boxes), then
+  detectron2's ``mask_rcnn_inference``; the masks are pasted into the image by the
+  meta-architecture, as for any Mask R-CNN.
 
 Only the predicted class's logit is carried through the subdivision, not all K: the refined logit
 of a class depends only on that class's channel, so the masks are the same as when every class is
@@ -47,7 +48,6 @@ from detectron2.structures import BitMasks, Instances, PolygonMasks
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..config_checks import resolve_subdivision_selection, validate_instance_mask_head_config
 from .losses import point_loss
 from .point_features import (
     bitmask_point_labels,
@@ -58,7 +58,8 @@ from .point_features import (
     roi_point_features,
     sample_uncertain_points,
 )
-from .point_head import build_point_head
+from .point_head import build_point_head, point_in_features
+from .point_settings import PointSettings
 from .subdivision import SubdivisionStep, subdivision_inference
 
 __all__ = ["ConvFCCoarseMaskHead", "PointRendInstanceMaskHead", "instance_point_labels"]
@@ -134,6 +135,21 @@ class ConvFCCoarseMaskHead(BaseMaskRCNNHead):
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: ShapeSpec):
         mask_cfg = cfg.MODEL.ROI_MASK_HEAD
+        positive_keys = {
+            "MODEL.ROI_HEADS.NUM_CLASSES": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION": mask_cfg.OUTPUT_SIDE_RESOLUTION,
+            "MODEL.ROI_MASK_HEAD.NUM_FC": mask_cfg.NUM_FC,
+            "MODEL.ROI_MASK_HEAD.FC_DIM": mask_cfg.FC_DIM,
+            "MODEL.ROI_MASK_HEAD.CONV_DIM": mask_cfg.CONV_DIM,
+        }
+        for key, value in positive_keys.items():
+            if value < 1:
+                raise ValueError(f"{key}={value}: must be >= 1")
+        if mask_cfg.POOLER_RESOLUTION < 2 or mask_cfg.POOLER_RESOLUTION % 2:
+            raise ValueError(
+                f"MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION={mask_cfg.POOLER_RESOLUTION}: must be even "
+                "and >= 2 (the coarse mask head halves it with a 2x2 stride-2 conv)"
+            )
         return {
             **super().from_config(cfg, input_shape),
             "input_shape": input_shape,
@@ -217,13 +233,8 @@ class PointRendInstanceMaskHead(nn.Module):
         roi_in_features: list[str],
         point_in_features: list[str],
         feature_strides: dict[str, int],
+        point_settings: PointSettings,
         pooler_resolution: int = 14,
-        train_num_points: int = 14 * 14,
-        oversample_ratio: float = 3,
-        importance_sample_ratio: float = 0.75,
-        subdivision_steps: int = 5,
-        subdivision_num_points: int = 28 * 28,
-        subdivision_selection: str = "bounded",
         point_sampler: Callable[..., Tensor] = sample_uncertain_points,
     ):
         """
@@ -234,14 +245,9 @@ class PointRendInstanceMaskHead(nn.Module):
             roi_in_features: maps pooled for the coarse head (concatenated).
             point_in_features: maps sampled at the points as fine-grained features.
             feature_strides: the stride of each map by name.
+            point_settings: training points per foreground box, and subdivision: steps from
+                the coarse S x S (>= 0; 5: 7 -> 224), cells per step and box, selection.
             pooler_resolution: side of the grid of region features for the coarse head.
-            train_num_points: points per foreground box for the point loss.
-            oversample_ratio: k of the training sampler.
-            importance_sample_ratio: beta of the training sampler.
-            subdivision_steps: 2x steps from the coarse S x S (5: 7 -> 224).
-            subdivision_num_points: cells re-predicted per step and box.
-            subdivision_selection: "bounded" or "topk", the same cells (see
-                :func:`pointrend_d2.subdivision.subdivision_inference`).
             point_sampler: the training point sampler, ``point_sampler(logits (R, 1, S, S),
                 num_points, oversample_ratio, importance_sample_ratio)`` -> (R, P, 2).
         """
@@ -252,45 +258,58 @@ class PointRendInstanceMaskHead(nn.Module):
         self.point_in_features = list(point_in_features)
         self.feature_strides = dict(feature_strides)
         self.pooler_resolution = pooler_resolution
-        self.train_num_points = train_num_points
-        self.oversample_ratio = oversample_ratio
-        self.importance_sample_ratio = importance_sample_ratio
-        self.subdivision_num_points = subdivision_num_points
-        self.subdivision_selection = subdivision_selection
+        self.point_settings = point_settings
         self.point_sampler = point_sampler
         # While a step would re-predict every cell of the doubled grid, predicting every cell of
         # that grid directly gives the same logits with one step fewer (7x7 -> 28x28 for 784).
+        if point_settings.subdivision_steps < 0:
+            raise ValueError(
+                f"MODEL.POINT_HEAD.SUBDIVISION_STEPS={point_settings.subdivision_steps}: must be "
+                ">= 0 for instance masks (each step doubles the mask side: 5 takes 7x7 to 224x224)"
+            )
         self.initial_resolution = coarse_head.output_side_resolution
-        self.subdivision_steps = subdivision_steps
+        self.subdivision_steps = point_settings.subdivision_steps
         while self.subdivision_steps > 0 and 4 * self.initial_resolution**2 <= (
-            subdivision_num_points
+            point_settings.subdivision_num_points
         ):
             self.initial_resolution *= 2
             self.subdivision_steps -= 1
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
-        validate_instance_mask_head_config(cfg, input_shape, "PointRendInstanceMaskHead")
         mask_cfg, point_cfg = cfg.MODEL.ROI_MASK_HEAD, cfg.MODEL.POINT_HEAD
-        roi_channels = sum(input_shape[f].channels for f in mask_cfg.IN_FEATURES)
+        if mask_cfg.POOLER_TYPE:
+            raise ValueError(
+                f"MODEL.ROI_MASK_HEAD.POOLER_TYPE={mask_cfg.POOLER_TYPE!r}: {cls.__name__} pools "
+                "its own region features (by point sampling MODEL.ROI_MASK_HEAD.IN_FEATURES), so "
+                "it needs the feature maps, not detectron2's pooled features: set POOLER_TYPE to ''"
+            )
+        roi_in_features = list(mask_cfg.IN_FEATURES)
+        missing = [name for name in roi_in_features if name not in input_shape]
+        if not roi_in_features or missing:
+            raise ValueError(
+                f"MODEL.ROI_MASK_HEAD.IN_FEATURES={roi_in_features}: {missing or 'none'} not among "
+                f"the maps the ROI heads receive (MODEL.ROI_HEADS.IN_FEATURES="
+                f"{sorted(input_shape)}); name one or more of them"
+            )
+        if point_cfg.TRAIN_NUM_POINTS <= 0:
+            raise ValueError(
+                f"MODEL.POINT_HEAD.TRAIN_NUM_POINTS={point_cfg.TRAIN_NUM_POINTS}: must be > 0 for "
+                "instance masks (points per box; the paper's 14 * 14 = 196)"
+            )
+        point_features = point_in_features(cfg, input_shape)
+        roi_channels = sum(input_shape[f].channels for f in roi_in_features)
         resolution = mask_cfg.POOLER_RESOLUTION
         coarse_shape = ShapeSpec(channels=roi_channels, height=resolution, width=resolution)
-        point_channels = sum(input_shape[f].channels for f in point_cfg.IN_FEATURES)
+        point_channels = sum(input_shape[f].channels for f in point_features)
         return {
             "coarse_head": ConvFCCoarseMaskHead(cfg, coarse_shape),
             "point_head": build_point_head(cfg, point_channels, _num_mask_classes(cfg)),
-            "roi_in_features": list(mask_cfg.IN_FEATURES),
-            "point_in_features": list(point_cfg.IN_FEATURES),
+            "roi_in_features": roi_in_features,
+            "point_in_features": point_features,
             "feature_strides": {name: shape.stride for name, shape in input_shape.items()},
             "pooler_resolution": resolution,
-            "train_num_points": point_cfg.TRAIN_NUM_POINTS,
-            "oversample_ratio": point_cfg.OVERSAMPLE_RATIO,
-            "importance_sample_ratio": point_cfg.IMPORTANCE_SAMPLE_RATIO,
-            "subdivision_steps": point_cfg.SUBDIVISION_STEPS,
-            "subdivision_num_points": point_cfg.SUBDIVISION_NUM_POINTS,
-            "subdivision_selection": resolve_subdivision_selection(
-                point_cfg.SUBDIVISION_SELECTION, cfg.MODEL.DEVICE
-            ),
+            "point_settings": PointSettings.from_config(cfg),
         }
 
     def forward(self, features: dict[str, Tensor], instances: list[Instances]):
@@ -316,9 +335,9 @@ class PointRendInstanceMaskHead(nn.Module):
             with torch.no_grad():
                 point_coords = self.point_sampler(
                     _select_class(coarse_logits, gt_classes),
-                    self.train_num_points,
-                    self.oversample_ratio,
-                    self.importance_sample_ratio,
+                    self.point_settings.train_num_points,
+                    self.point_settings.oversample_ratio,
+                    self.point_settings.importance_sample_ratio,
                 )
                 point_labels = instance_point_labels(instances, point_coords)
             point_logits = self.predict_points(
@@ -423,8 +442,8 @@ class PointRendInstanceMaskHead(nn.Module):
         return subdivision_inference(
             initial_logits,
             self.subdivision_steps,
-            self.subdivision_num_points,
-            selection=self.subdivision_selection,
+            self.point_settings.subdivision_num_points,
+            selection=self.point_settings.subdivision_selection,
             predict_points=predict_class_points,
             on_step=on_step,
         )

@@ -1,8 +1,12 @@
 """Point heads: per-point classifiers run on the features sampled at PointRend's points."""
 
+import contextlib
+from collections.abc import Iterator
+
 import fvcore.nn.weight_init as weight_init
 import torch
 from detectron2.config import CfgNode, configurable
+from detectron2.layers import ShapeSpec
 from detectron2.utils.registry import Registry
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -50,6 +54,7 @@ class MLPPointHead(nn.Module):
         fc_dim: int = 256,
         num_fc: int = 3,
         coarse_pred_each_layer: bool = True,
+        allow_tf32: bool = False,
     ):
         """
         Args:
@@ -58,9 +63,13 @@ class MLPPointHead(nn.Module):
             fc_dim: width of each hidden layer.
             num_fc: number of hidden layers.
             coarse_pred_each_layer: concatenate the coarse logits to every layer's input.
+            allow_tf32: on CUDA, let the matrix products round their inputs to TF32, as cuDNN
+                does by default for the reference's convolutions; False keeps them in full FP32
+                whatever ``torch.backends.cuda.matmul.allow_tf32`` says. No effect on the CPU.
         """
         super().__init__()
         self.coarse_pred_each_layer = coarse_pred_each_layer
+        self.allow_tf32 = allow_tf32
         self.hidden_layers = []
         in_channels = input_channels + num_classes
         for k in range(num_fc):
@@ -83,6 +92,7 @@ class MLPPointHead(nn.Module):
             "fc_dim": cfg.MODEL.POINT_HEAD.FC_DIM,
             "num_fc": cfg.MODEL.POINT_HEAD.NUM_FC,
             "coarse_pred_each_layer": cfg.MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER,
+            "allow_tf32": cfg.MODEL.POINT_HEAD.ALLOW_TF32,
         }
 
     def forward(
@@ -91,12 +101,28 @@ class MLPPointHead(nn.Module):
         """(N, input_channels, P) and (N, K, P) -> (N, K, P) logits, or (N, 1, P) those of
         ``classes`` (N,) only."""
         x = fine_grained_features
-        for layer in self.hidden_layers:
-            x = F.relu(pointwise_linear(layer, x, coarse_features), inplace=True)
-            if not self.coarse_pred_each_layer:
-                coarse_features = None
-        rows = None if classes is None else classes.unsqueeze(1)
-        return pointwise_linear(self.predictor, x, coarse_features, rows)
+        with cuda_matmul_tf32(self.allow_tf32 if x.is_cuda else None):
+            for layer in self.hidden_layers:
+                x = F.relu(pointwise_linear(layer, x, coarse_features), inplace=True)
+                if not self.coarse_pred_each_layer:
+                    coarse_features = None
+            rows = None if classes is None else classes.unsqueeze(1)
+            return pointwise_linear(self.predictor, x, coarse_features, rows)
+
+
+@contextlib.contextmanager
+def cuda_matmul_tf32(allowed: bool | None) -> Iterator[None]:
+    """While active, CUDA float32 matrix products may use TF32 if ``allowed``, or must not;
+    ``None`` leaves torch's setting alone (the CPU has no TF32)."""
+    if allowed is None:
+        yield
+        return
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def pointwise_linear(
@@ -130,6 +156,36 @@ def pointwise_linear(
     return out
 
 
+def point_in_features(cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> list[str]:
+    """
+    MODEL.POINT_HEAD.IN_FEATURES, the maps sampled as fine-grained features, checked against the
+    maps the head receives (``input_shape``, by name).
+
+    Raises:
+        ValueError: if it is empty or names a map not in ``input_shape``.
+    """
+    in_features = list(cfg.MODEL.POINT_HEAD.IN_FEATURES)
+    missing = [name for name in in_features if name not in input_shape]
+    if not in_features or missing:
+        raise ValueError(
+            f"MODEL.POINT_HEAD.IN_FEATURES={in_features}: {missing or 'none'} not produced by the "
+            f"backbone; it must name one or more of the backbone's maps {sorted(input_shape)}"
+        )
+    return in_features
+
+
 def build_point_head(cfg: CfgNode, input_channels: int, num_classes: int) -> nn.Module:
-    """Build the point head named by ``cfg.MODEL.POINT_HEAD.NAME`` for K = ``num_classes``."""
-    return POINT_HEAD_REGISTRY.get(cfg.MODEL.POINT_HEAD.NAME)(cfg, input_channels, num_classes)
+    """
+    Build the point head named by ``cfg.MODEL.POINT_HEAD.NAME`` for K = ``num_classes``.
+
+    Raises:
+        ValueError: if the name is not registered in :data:`POINT_HEAD_REGISTRY`.
+    """
+    name = cfg.MODEL.POINT_HEAD.NAME
+    registered = sorted(head_name for head_name, _ in POINT_HEAD_REGISTRY)
+    if name not in registered:
+        raise ValueError(
+            f"MODEL.POINT_HEAD.NAME={name!r} is not registered in POINT_HEAD_REGISTRY; "
+            f"registered: {registered}"
+        )
+    return POINT_HEAD_REGISTRY.get(name)(cfg, input_channels, num_classes)

@@ -8,17 +8,11 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
-from ..config_checks import (
-    resolve_subdivision_selection,
-    resolve_subdivision_steps,
-    resolve_train_num_points,
-    validate_coarse_head,
-    validate_point_head_config,
-)
-from .coarse_head import expand_foreground_logit
+from .coarse_head import build_coarse_head, expand_foreground_logit
 from .losses import point_loss
 from .point_features import point_sample, sample_uncertain_points
-from .point_head import build_point_head
+from .point_head import build_point_head, point_in_features
+from .point_settings import PointSettings
 from .subdivision import SubdivisionStep, subdivision_inference
 
 
@@ -50,13 +44,8 @@ class PointRendSemanticHead(nn.Module):
         coarse_sem_seg_head: nn.Module,
         point_head: nn.Module,
         in_features: list[str],
+        point_settings: PointSettings,
         ignore_value: int = 255,
-        train_num_points: int = 2048,
-        oversample_ratio: float = 3,
-        importance_sample_ratio: float = 0.75,
-        subdivision_steps: int = 2,
-        subdivision_num_points: int = 8192,
-        subdivision_selection: str = "bounded",
         point_sampler: Callable[..., Tensor] = sample_uncertain_points,
     ):
         """
@@ -64,14 +53,9 @@ class PointRendSemanticHead(nn.Module):
             coarse_sem_seg_head: the coarse head (see the class docstring for its contract).
             point_head: a point head (see ``POINT_HEAD_REGISTRY``).
             in_features: names of the backbone maps sampled as fine-grained features.
+            point_settings: training points and subdivision; its ``subdivision_steps`` must take
+                the coarse head's stride to the input resolution (-1 derives them).
             ignore_value: label ignored by the losses.
-            train_num_points: points per image for the point loss.
-            oversample_ratio: k of the training sampler.
-            importance_sample_ratio: beta of the training sampler.
-            subdivision_steps: number of 2x upsample-and-refine steps at inference.
-            subdivision_num_points: cells re-predicted at each subdivision step.
-            subdivision_selection: how each step selects its cells, "bounded" or "topk" (the
-                same cells; see :func:`pointrend_d2.subdivision.subdivision_inference`).
             point_sampler: the training point sampler, called as ``point_sampler(coarse_logits,
                 num_points, oversample_ratio, importance_sample_ratio)`` -> (N, P, 2) points;
                 :func:`sample_uncertain_points` (PointRend's) by default.
@@ -82,40 +66,29 @@ class PointRendSemanticHead(nn.Module):
         self.point_head = point_head
         self.in_features = list(in_features)
         self.ignore_value = ignore_value
-        self.train_num_points = train_num_points
-        self.oversample_ratio = oversample_ratio
-        self.importance_sample_ratio = importance_sample_ratio
-        self.subdivision_steps = subdivision_steps
-        self.subdivision_num_points = subdivision_num_points
-        self.subdivision_selection = subdivision_selection
+        self.point_settings = point_settings
+        self.subdivision_steps = point_settings.steps_to_input_resolution(
+            coarse_sem_seg_head.common_stride
+        )
         self.point_sampler = point_sampler
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
-        validate_point_head_config(cfg, input_shape)
-        point_cfg = cfg.MODEL.POINT_HEAD
-        in_features = list(point_cfg.IN_FEATURES)
-        coarse_head_name = point_cfg.COARSE_SEM_SEG_HEAD_NAME
-        coarse_sem_seg_head = SEM_SEG_HEADS_REGISTRY.get(coarse_head_name)(cfg, input_shape)
-        validate_coarse_head(
-            coarse_sem_seg_head, coarse_head_name, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-        )
+        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        if num_classes < 1:
+            raise ValueError(
+                f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes}: must be >= 1 (1 is a single "
+                "sigmoid foreground logit)"
+            )
+        point_settings = PointSettings.from_config(cfg)
+        in_features = point_in_features(cfg, input_shape)
         input_channels = sum(input_shape[f].channels for f in in_features)
         return {
-            "coarse_sem_seg_head": coarse_sem_seg_head,
-            "point_head": build_point_head(cfg, input_channels, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES),
+            "coarse_sem_seg_head": build_coarse_head(cfg, input_shape),
+            "point_head": build_point_head(cfg, input_channels, num_classes),
             "in_features": in_features,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
-            "train_num_points": resolve_train_num_points(cfg),
-            "oversample_ratio": point_cfg.OVERSAMPLE_RATIO,
-            "importance_sample_ratio": point_cfg.IMPORTANCE_SAMPLE_RATIO,
-            "subdivision_steps": resolve_subdivision_steps(
-                point_cfg.SUBDIVISION_STEPS, coarse_sem_seg_head.common_stride
-            ),
-            "subdivision_num_points": point_cfg.SUBDIVISION_NUM_POINTS,
-            "subdivision_selection": resolve_subdivision_selection(
-                point_cfg.SUBDIVISION_SELECTION, cfg.MODEL.DEVICE
-            ),
+            "point_settings": point_settings,
         }
 
     def forward(
@@ -139,9 +112,9 @@ class PointRendSemanticHead(nn.Module):
             with torch.no_grad():
                 point_coords = self.point_sampler(
                     coarse_logits,
-                    self.train_num_points,
-                    self.oversample_ratio,
-                    self.importance_sample_ratio,
+                    self.point_settings.train_num_points,
+                    self.point_settings.oversample_ratio,
+                    self.point_settings.importance_sample_ratio,
                 )
             point_logits = self.predict_points(features, coarse_logits, point_coords)
             point_labels = point_sample(
@@ -187,7 +160,7 @@ class PointRendSemanticHead(nn.Module):
         """
         Adaptive subdivision: per step, upsample the logits 2x bilinearly, select the most
         uncertain cells and overwrite their logits with the point head's prediction (see
-        :func:`pointrend_d2.subdivision.subdivision_inference`).
+        :func:`pointrend_d2.modeling.subdivision.subdivision_inference`).
 
         Args:
             features: backbone maps by name.
@@ -200,8 +173,8 @@ class PointRendSemanticHead(nn.Module):
         return subdivision_inference(
             coarse_logits,
             self.subdivision_steps,
-            self.subdivision_num_points,
-            selection=self.subdivision_selection,
+            self.point_settings.subdivision_num_points,
+            selection=self.point_settings.subdivision_selection,
             predict_points=lambda point_coords: self.predict_points(
                 features, coarse_logits, point_coords
             ),

@@ -21,14 +21,14 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from pointrend_d2.config import setup_cfg
-from pointrend_d2.config_checks import resolve_train_num_points
 from pointrend_d2.data import register_folder_datasets_from_spec
+from pointrend_d2.modeling.point_settings import PointSettings
 from tests.helpers import FAST_OPTS, REPO, config_path, run_train_net
 
 COCO_R50 = "pointrend_semantic_R_50_FPN_1x_coco.yaml"
 COCO_R101 = "pointrend_semantic_R_101_FPN_1x_coco.yaml"
 ADE_R50 = "pointrend_semantic_R_50_FPN_160k_ade20k.yaml"
-ADE_SPEC = config_path("datasets") / "ade20k_150.yaml"
+ADE_SPEC = REPO / "configs" / "datasets" / "ade20k_150.yaml"
 SIZE = 64
 
 # The real configs shrunk for the CPU: a random R-18 FPN with narrow heads.
@@ -130,7 +130,7 @@ def test_coco_configs_are_detectron2s_recipe(config, depth):
 def test_ade20k_config_values():
     cfg = setup_cfg(str(config_path(ADE_R50)))
     assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 150
-    assert resolve_train_num_points(cfg) == 1024
+    assert PointSettings.from_config(cfg).train_num_points == 1024
     assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER, cfg.SOLVER.BASE_LR) == (16, 160000, 0.01)
     assert (cfg.SOLVER.LR_SCHEDULER_NAME, cfg.SOLVER.BASE_LR_END) == ("WarmupCosineLR", 0.0001)
     assert tuple(cfg.INPUT.CROP.SIZE) == (512, 512) and cfg.INPUT.CROP.ENABLED

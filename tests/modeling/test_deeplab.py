@@ -9,9 +9,9 @@ from detectron2.utils.events import EventStorage
 
 import pointrend_d2
 from pointrend_d2 import DeepLabV3CoarseHead, PointRendSemanticHead
-from pointrend_d2.config_checks import resolve_subdivision_steps, resolve_train_num_points
 from pointrend_d2.modeling import semantic_seg
 from pointrend_d2.modeling.dilated_resnet import stage_strides_and_dilations
+from pointrend_d2.modeling.point_settings import PointSettings
 from tests.helpers import config_path, small_deeplab_cfg, small_fpn_cfg
 
 
@@ -53,7 +53,7 @@ def test_config_builds(name, pointrend, stride, train_num_points, num_fc):
     assert head.coarse_sem_seg_head.common_stride == stride
     assert head.in_features == ["res2"]
     assert head.subdivision_steps == {16: 4, 8: 3}[stride]
-    assert head.train_num_points == train_num_points
+    assert head.point_settings.train_num_points == train_num_points
     assert len(head.point_head.hidden_layers) == num_fc
 
 
@@ -94,10 +94,22 @@ def test_unsupported_dilations_raise(res4_dilation, res5_dilation):
         stage_strides_and_dilations(res4_dilation, res5_dilation)
 
 
+def steps_to_input_resolution(subdivision_steps: int, coarse_stride: int) -> int:
+    settings = PointSettings(
+        train_num_points=1,
+        oversample_ratio=3,
+        importance_sample_ratio=0.75,
+        subdivision_steps=subdivision_steps,
+        subdivision_num_points=1,
+        subdivision_selection="auto",
+    )
+    return settings.steps_to_input_resolution(coarse_stride)
+
+
 @pytest.mark.parametrize("coarse_stride,steps", [(4, 2), (8, 3), (16, 4), (32, 5)])
 def test_subdivision_steps_derived_from_coarse_stride(coarse_stride, steps):
-    assert resolve_subdivision_steps(-1, coarse_stride) == steps
-    assert resolve_subdivision_steps(steps, coarse_stride) == steps
+    assert steps_to_input_resolution(-1, coarse_stride) == steps
+    assert steps_to_input_resolution(steps, coarse_stride) == steps
 
 
 @pytest.mark.parametrize("output_stride,steps", [(16, 4), (8, 3)])
@@ -110,29 +122,29 @@ def test_built_model_derives_subdivision_steps(output_stride, steps):
 
 def test_wrong_subdivision_steps_raise():
     with pytest.raises(ValueError, match=r"SUBDIVISION_STEPS=2 .* coarse stride 16: it must be 4"):
-        resolve_subdivision_steps(2, 16)
+        steps_to_input_resolution(2, 16)
     with pytest.raises(ValueError, match=r"MODEL.POINT_HEAD.SUBDIVISION_STEPS=4 .* must be 3"):
         build_model(small_deeplab_cfg(output_stride=8, **{"MODEL.POINT_HEAD.SUBDIVISION_STEPS": 4}))
     with pytest.raises(ValueError, match="power of 2"):
-        resolve_subdivision_steps(-1, 12)
+        steps_to_input_resolution(-1, 12)
 
 
 def test_train_num_points_derived_from_crop():
     cfg = small_deeplab_cfg(**{"MODEL.POINT_HEAD.TRAIN_NUM_POINTS": -1})
     cfg.merge_from_list(["INPUT.CROP.ENABLED", True, "INPUT.CROP.TYPE", "absolute"])
     cfg.INPUT.CROP.SIZE = (512, 1024)
-    assert resolve_train_num_points(cfg) == 32 * 64
+    assert PointSettings.from_config(cfg).train_num_points == 32 * 64
     cfg.INPUT.CROP.SIZE = (100, 150)  # partial cells count: a stride-16 map of it is 7 x 10
-    assert resolve_train_num_points(cfg) == 7 * 10
+    assert PointSettings.from_config(cfg).train_num_points == 7 * 10
     cfg.INPUT.CROP.TYPE = "relative_range"
     with pytest.raises(ValueError, match="MODEL.POINT_HEAD.TRAIN_NUM_POINTS=-1"):
-        resolve_train_num_points(cfg)
+        PointSettings.from_config(cfg)
     cfg.INPUT.CROP.TYPE = "absolute"
     cfg.INPUT.CROP.ENABLED = False
     with pytest.raises(ValueError, match="INPUT.CROP.ENABLED"):
         build_model(cfg)
     cfg.MODEL.POINT_HEAD.TRAIN_NUM_POINTS = 300
-    assert resolve_train_num_points(cfg) == 300
+    assert PointSettings.from_config(cfg).train_num_points == 300
 
 
 @pytest.mark.parametrize("output_stride", [16, 8])

@@ -5,6 +5,8 @@ loads into ours with every tensor, inference gives the same boxes, scores, class
 with the same proposals and points the training losses agree.
 """
 
+import dataclasses
+
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -83,16 +85,21 @@ def _conv_on_concatenation(layer, features, extra_features, output_channels=None
     return out.gather(1, output_channels.unsqueeze(2).expand(-1, -1, out.shape[2]))
 
 
-@pytest.mark.parametrize("selection", ["topk", "bounded"])
-@pytest.mark.parametrize("size", [(128, 160), (150, 203)], ids=["divisible", "not-divisible"])
-def test_inference_matches_reference(models, monkeypatch, size, selection):
+SIZES = pytest.mark.parametrize(
+    "size", [(128, 160), (150, 203)], ids=["divisible", "not-divisible"]
+)
+
+
+@SIZES
+def test_inference_matches_reference(models, monkeypatch, size):
     """
-    With the reference's summation order in our point head, every mask logit agrees with the
-    reference's to float rounding, with either selection, and so do the boxes, scores, classes
-    and pasted masks (:func:`test_our_summation_order_changes_only_near_ties` covers our order).
+    With the reference's summation order in our point head and its selection (a dense top-k),
+    every mask logit agrees with the reference's to float rounding, and so do the boxes, scores,
+    classes and pasted masks. (:func:`test_other_orders_and_selections_differ_only_at_ties`
+    covers our order and the bounded selection.)
     """
     reference_model, ours, _ = models
-    monkeypatch.setattr(ours.roi_heads.mask_head, "subdivision_selection", selection)
+    _select_by(monkeypatch, ours.roi_heads.mask_head, "topk")
     monkeypatch.setattr(our_point_head, "pointwise_linear", _conv_on_concatenation)
     inputs = _random_image(*size)
     reference_logits = _record_mask_logits(monkeypatch, reference_mask_head)
@@ -112,6 +119,11 @@ def test_inference_matches_reference(models, monkeypatch, size, selection):
     torch.testing.assert_close(our_logits[0], expected_logits, rtol=1e-5, atol=1e-6)
     assert actual.pred_masks.shape == (len(actual), *size)
     assert torch.equal(actual.pred_masks, expected.pred_masks)
+
+
+def _select_by(monkeypatch, head, selection: str) -> None:
+    settings = dataclasses.replace(head.point_settings, subdivision_selection=selection)
+    monkeypatch.setattr(head, "point_settings", settings)
 
 
 def _random_image(height: int, width: int) -> list[dict]:
@@ -134,22 +146,30 @@ def _subdivision_steps(head, features, boxes, classes) -> list:
 ROUNDING_ALLOWANCE = 1e-3
 
 
+@pytest.mark.parametrize("arithmetic", ["ours", "reference"])
 @pytest.mark.parametrize("selection", ["topk", "bounded"])
-@pytest.mark.parametrize("size", [(128, 160), (150, 203)], ids=["divisible", "not-divisible"])
-def test_our_summation_order_changes_only_near_ties(models, monkeypatch, size, selection):
+@SIZES
+def test_other_orders_and_selections_differ_only_at_ties(
+    models, monkeypatch, size, selection, arithmetic
+):
     """
     Our point MLP's matrix products sum in another order than the reference's convolution, so
-    their logits differ by rounding, and where two cells' uncertainties are within that rounding
-    of each other at the N-th place, another cell can be selected, after which the maps differ by
-    more. Step by step against our head with the reference's order (which equals the reference,
-    above): until a selection differs, the maps agree to rounding; at the first step where one
-    differs, every differing cell is within twice the measured rounding of the N-th uncertainty;
-    the pasted masks are the reference's. How many cells differ depends on the CPU's kernels.
+    their logits differ by rounding; the bounded selection finds the same cells as a top-k except
+    among exactly equal uncertainties, which the two break differently. Where two cells'
+    uncertainties at the N-th place are within that rounding (or equal), another cell can be
+    selected, after which the maps differ by more. Step by step against our head with the
+    reference's order and selection (which equals the reference, above): until a selection
+    differs, the maps agree to rounding; at the first step where one differs, every differing cell
+    is within twice the measured rounding of the N-th uncertainty (exactly at it where the order
+    is the same); the pasted masks are the reference's. How many cells differ depends on the CPU's
+    kernels.
     """
     reference_model, ours, _ = models
     head = ours.roi_heads.mask_head
-    monkeypatch.setattr(head, "subdivision_selection", selection)
     inputs = _random_image(*size)
+    if arithmetic == "reference":
+        monkeypatch.setattr(our_point_head, "pointwise_linear", _conv_on_concatenation)
+    _select_by(monkeypatch, head, selection)
     with torch.no_grad():
         expected = reference_model(inputs)[0]["instances"]
         actual = ours(inputs)[0]["instances"]
@@ -159,6 +179,7 @@ def test_our_summation_order_changes_only_near_ties(models, monkeypatch, size, s
     boxes, classes = actual.pred_boxes.tensor, actual.pred_classes
     our_steps = _subdivision_steps(head, features, boxes, classes)
     monkeypatch.setattr(our_point_head, "pointwise_linear", _conv_on_concatenation)
+    _select_by(monkeypatch, head, "topk")
     reference_steps = _subdivision_steps(head, features, boxes, classes)
     for our_step, reference_step in zip(our_steps, reference_steps, strict=True):
         scale = reference_step.upsampled.abs().max()

@@ -19,8 +19,9 @@ from pointrend_d2.modeling.point_features import (
     uncertainty_and_label,
 )
 from pointrend_d2.modeling.subdivision import (
-    SELECTIONS,
+    AUTO_BOUNDED_MIN_CLASS_CELLS,
     exact_uncertainty_bounds,
+    resolve_selection,
     select_uncertain_cells,
     subdivision_inference,
     window_uncertainty_bounds,
@@ -79,7 +80,7 @@ def assert_same_refinement(coarse, num_steps, num_points, selection="bounded"):
     assert torch.equal(actual.argmax(1), expected.argmax(1))
 
 
-@pytest.mark.parametrize("selection", SELECTIONS)
+@pytest.mark.parametrize("selection", ["bounded", "topk"])
 @pytest.mark.parametrize("num_classes", [1, 2, 5, 19])
 @pytest.mark.parametrize("height,width", [(7, 13), (25, 40)])
 def test_matches_straightforward_on_random_logits(selection, num_classes, height, width):
@@ -87,7 +88,7 @@ def test_matches_straightforward_on_random_logits(selection, num_classes, height
     assert_same_refinement(coarse, num_steps=2, num_points=60, selection=selection)
 
 
-@pytest.mark.parametrize("selection", SELECTIONS)
+@pytest.mark.parametrize("selection", ["bounded", "topk"])
 @pytest.mark.parametrize("num_classes", [1, 2, 19])
 @pytest.mark.parametrize("num_steps", [1, 2, 3])
 def test_matches_straightforward_on_smooth_logits(selection, num_classes, num_steps):
@@ -95,7 +96,7 @@ def test_matches_straightforward_on_smooth_logits(selection, num_classes, num_st
     assert_same_refinement(coarse, num_steps=num_steps, num_points=100, selection=selection)
 
 
-@pytest.mark.parametrize("selection", SELECTIONS)
+@pytest.mark.parametrize("selection", ["bounded", "topk"])
 def test_matches_straightforward_when_points_exceed_grid(selection):
     coarse = torch.randn(1, 4, 5, 6)
     assert_same_refinement(coarse, num_steps=2, num_points=10_000, selection=selection)
@@ -139,7 +140,7 @@ def test_bounded_and_topk_select_the_same_cells(num_classes, num_steps):
             assert torch.equal(b_indices, t_step.point_indices.sort(dim=1).values)
 
 
-@pytest.mark.parametrize("selection", SELECTIONS)
+@pytest.mark.parametrize("selection", ["bounded", "topk"])
 def test_step_records_describe_each_step(selection):
     coarse = smooth_logits(2, 5, 9, 14)
     fine_map = torch.randn(2, 5, 40, 56) * 3
@@ -168,30 +169,54 @@ def test_unknown_selection_is_refused():
         )
 
 
-class TopkSubdivision(torch.nn.Module):
-    """Top-k subdivision with a point head reading a map at the points, for torch.export."""
+@pytest.mark.parametrize("selection", ["bounded", "topk"])
+def test_explicit_selection_is_kept(selection):
+    assert resolve_selection(selection, torch.zeros(1, 19, 8, 8, device="meta"), 2) == selection
 
-    def __init__(self, num_points):
+
+def test_auto_selection_follows_the_tensors():
+    """auto is bounded on the CPU; elsewhere (a meta tensor stands for a GPU's: only its device and
+    shape are read) bounded from AUTO_BOUNDED_MIN_CLASS_CELLS logits at the final resolution."""
+    assert resolve_selection("auto", torch.zeros(1, 2, 4, 4), 1) == "bounded"
+    below = AUTO_BOUNDED_MIN_CLASS_CELLS // 16 - 1  # class-cells before 2 steps
+    assert resolve_selection("auto", torch.zeros(1, 1, 1, below, device="meta"), 2) == "topk"
+    above = below + 1
+    assert resolve_selection("auto", torch.zeros(1, 1, 1, above, device="meta"), 2) == "bounded"
+    # The H200 measurements behind the threshold: 19 classes at 1024 x 2048 (coarse stride 4,
+    # 2 steps) chose topk, 150 classes bounded; 100 boxes of 224 x 224 masks topk.
+    assert resolve_selection("auto", torch.zeros(1, 19, 256, 512, device="meta"), 2) == "topk"
+    assert resolve_selection("auto", torch.zeros(1, 150, 256, 512, device="meta"), 2) == "bounded"
+    assert resolve_selection("auto", torch.zeros(100, 1, 28, 28, device="meta"), 3) == "topk"
+
+
+class ExportableSubdivision(torch.nn.Module):
+    """Subdivision with a point head reading a map at the points, for torch.export."""
+
+    def __init__(self, num_points, selection):
         super().__init__()
         self.num_points = num_points
+        self.selection = selection
 
     def forward(self, coarse, fine_map):
         return subdivision_inference(
             coarse,
             2,
             self.num_points,
-            selection="topk",
+            selection=self.selection,
             predict_points=lambda coords: point_sample(fine_map, coords),
         )
 
 
-def test_topk_selection_exports_with_dynamic_sizes():
+@pytest.mark.parametrize("selection", ["topk", "auto"])
+def test_topk_selection_exports_with_dynamic_sizes(selection):
     """
     No host sync and no data-dependent shape: torch.export traces it with a dynamic map size,
-    and the program clips N to the grid symbolically (N exceeds the smaller grids here).
+    and the program clips N to the grid symbolically (N exceeds the smaller grids here). "auto"
+    is "topk" while exporting (and "bounded" when the eager module runs on the CPU: the same
+    cells).
     """
     height, width = torch.export.Dim("height", min=1, max=512), torch.export.Dim("width", max=512)
-    model = TopkSubdivision(num_points=300)
+    model = ExportableSubdivision(num_points=300, selection=selection)
     program = torch.export.export(
         model,
         (smooth_logits(1, 5, 12, 20), torch.randn(1, 5, 30, 30)),
@@ -292,7 +317,7 @@ def test_maps_whose_candidates_fall_short_take_a_second_round():
     assert candidate_windows.call_count > 3
 
 
-@pytest.mark.parametrize("selection", SELECTIONS)
+@pytest.mark.parametrize("selection", ["bounded", "topk"])
 @pytest.mark.parametrize("num_classes", [1, 5])
 def test_no_maps_give_an_empty_result(selection, num_classes):
     """An image without detections: zero maps in, zero maps of the refined size out."""

@@ -138,7 +138,7 @@ def test_trace_matches_model_inference(selection, num_classes):
     cfg = small_fpn_cfg(num_classes, **{"MODEL.POINT_HEAD.SUBDIVISION_SELECTION": selection})
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    assert model.sem_seg_head.subdivision_selection == selection
+    assert model.sem_seg_head.point_settings.subdivision_selection == selection
     image = torch.randint(0, 256, (3, HEIGHT, WIDTH)).float()
     with torch.no_grad():
         expected = model([{"image": image}])[0]["sem_seg"].argmax(dim=0).numpy()

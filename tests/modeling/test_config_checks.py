@@ -1,7 +1,7 @@
 """
-Config errors fail when the model is built, naming the key and the allowed values. (The -1 values
-of TRAIN_NUM_POINTS and SUBDIVISION_STEPS, and resolve_subdivision_steps on its own, are tested in
-test_deeplab.py.)
+Config errors fail when the model is built, naming the key and the allowed values; each component
+checks its own keys. (The -1 values of TRAIN_NUM_POINTS and SUBDIVISION_STEPS, and
+PointSettings.steps_to_input_resolution on its own, are tested in test_deeplab.py.)
 """
 
 import pytest
@@ -13,7 +13,6 @@ from detectron2.utils.events import EventStorage
 from PIL import Image
 from torch import nn
 
-from pointrend_d2.config_checks import resolve_subdivision_selection
 from pointrend_d2.data import register_datasets_from_config
 from pointrend_d2.data.catalog import validate_dataset_classes
 from pointrend_d2.modeling.coarse_head import CoarseSemSegHead, SemanticFPNCoarseHead
@@ -103,15 +102,12 @@ def test_boundary_values_are_accepted(key, value):
     build_model(small_fpn_cfg(**{key: value}))
 
 
-@pytest.mark.parametrize(
-    "selection,device,resolved",
-    [("auto", "cpu", "bounded"), ("auto", "cuda", "topk"), ("topk", "cpu", "topk"),
-     ("bounded", "cuda", "bounded")],
-)  # fmt: skip
-def test_subdivision_selection_auto_is_bounded_on_cpu_and_topk_elsewhere(
-    selection, device, resolved
-):
-    assert resolve_subdivision_selection(selection, device) == resolved
+def test_auto_selection_is_kept_until_a_call_resolves_it():
+    """A model built for one device and moved to another selects for the tensors it gets."""
+    semantic_head = build_model(small_fpn_cfg(**{"MODEL.DEVICE": "cpu"})).sem_seg_head
+    mask_head = build_model(small_rcnn_cfg(**{"MODEL.DEVICE": "cpu"})).roi_heads.mask_head
+    for head in (semantic_head, mask_head):
+        assert head.point_settings.subdivision_selection == "auto"
 
 
 def test_one_class_needs_a_coarse_head_that_trains_a_single_logit():
