@@ -4,12 +4,12 @@ datasets' ``evaluator_type`` (semantic: "sem_seg", "cityscapes_sem_seg"; instanc
 "cityscapes_instance").
 """
 
-import contextlib
+import logging
 import os
-from unittest import mock
+import weakref
 
+import detectron2.utils.comm as comm
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import (
     DatasetMapper,
@@ -18,8 +18,7 @@ from detectron2.data import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.engine import DefaultTrainer
-from detectron2.engine import defaults as detectron2_defaults
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import (
     CityscapesInstanceEvaluator,
@@ -28,6 +27,7 @@ from detectron2.evaluation import (
     DatasetEvaluator,
     DatasetEvaluators,
 )
+from detectron2.utils.logger import setup_logger
 
 from .checkpoint import SafeCheckpointer
 from .data.catalog import (
@@ -81,21 +81,25 @@ def build_evaluator(
     return DatasetEvaluators([evaluator, boundary_iou])
 
 
-@contextlib.contextmanager
-def _ddp_without_device_ids_on_cpu(cfg: CfgNode):
+def data_loader_workers(cfg: CfgNode) -> int:
     """
-    While active, ``DefaultTrainer.__init__``'s DDP wrap passes GPU ids only for a GPU model:
-    detectron2 always passes the local rank, which DDP refuses for a CPU model (Gloo training).
+    DATALOADER.NUM_WORKERS, where -1 takes the CPU cores this process may use, shared by the
+    training processes of this machine, less one each for the training process itself (at least
+    one worker): a GPU's data loading keeps up only with the machine's cores.
+
+    Raises:
+        ValueError: for a value below -1.
     """
-    if torch.device(cfg.MODEL.DEVICE).type == "cuda":
-        yield
-        return
-
-    def create_cpu_ddp_model(model, **kwargs):
-        return create_ddp_model(model, device_ids=None, **kwargs)
-
-    with mock.patch.object(detectron2_defaults, "create_ddp_model", create_cpu_ddp_model):
-        yield
+    num_workers = cfg.DATALOADER.NUM_WORKERS
+    if num_workers < -1:
+        raise ValueError(
+            f"DATALOADER.NUM_WORKERS={num_workers}: must be >= 0, or -1 for one worker per CPU "
+            "core available to each training process"
+        )
+    if num_workers >= 0:
+        return num_workers
+    cores = len(os.sched_getaffinity(0))
+    return max(1, cores // comm.get_local_size() - 1)
 
 
 class Trainer(DefaultTrainer):
@@ -109,36 +113,42 @@ class Trainer(DefaultTrainer):
 
     def __init__(self, cfg: CfgNode):
         """
-        DefaultTrainer's construction with two parts replaced: the DDP wrap of a CPU model
-        (:func:`_ddp_without_device_ids_on_cpu`) and the checkpointer (see :attr:`checkpointer`).
-        The datasets and their classes are checked first, so that a bad config fails here rather
-        than at the first evaluation.
+        The parts of DefaultTrainer, built through its ``build_*`` class methods, with the model
+        wrapped for several processes by :func:`create_ddp_model` with GPU ids only for a GPU model
+        (detectron2 always passes the local rank, which DDP refuses for a CPU model: Gloo
+        training), and a :class:`SafeCheckpointer` (atomic saves, weights-only loads). The
+        datasets and their classes are checked first, so that a bad config fails here rather than
+        at the first evaluation.
         """
         validate_dataset_classes(cfg, [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])
         for name in cfg.DATASETS.TEST:
             load_dataset_records([name], "DATASETS.TEST")
-        # Read by the checkpointer setter, which DefaultTrainer.__init__ calls before self.cfg.
-        self._allow_unsafe_pickle = cfg.MODEL.ALLOW_UNSAFE_PICKLE
-        self._allow_partial_weights = cfg.MODEL.ALLOW_PARTIAL_WEIGHTS
-        with _ddp_without_device_ids_on_cpu(cfg):
-            super().__init__(cfg)
-
-    @property
-    def checkpointer(self) -> SafeCheckpointer:
-        """The trainer's checkpointer, a :class:`SafeCheckpointer`."""
-        return self._checkpointer
-
-    @checkpointer.setter
-    def checkpointer(self, checkpointer: DetectionCheckpointer) -> None:
-        # DefaultTrainer.__init__ assigns a plain DetectionCheckpointer; the same model, folder and
-        # checkpointables are saved atomically and loaded weights-only instead.
-        self._checkpointer = SafeCheckpointer(
-            checkpointer.model,
-            checkpointer.save_dir,
-            allow_unsafe_pickle=self._allow_unsafe_pickle,
-            allow_partial_weights=self._allow_partial_weights,
-            **checkpointer.checkpointables,
+        TrainerBase.__init__(self)
+        logger = logging.getLogger("detectron2")
+        if not logger.isEnabledFor(logging.INFO):  # setup_logger was not called
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        on_gpu = torch.device(cfg.MODEL.DEVICE).type == "cuda"
+        model = create_ddp_model(
+            model, broadcast_buffers=False, **({} if on_gpu else {"device_ids": None})
         )
+        step_trainer = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = step_trainer(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = SafeCheckpointer(
+            model,
+            cfg.OUTPUT_DIR,
+            allow_unsafe_pickle=cfg.MODEL.ALLOW_UNSAFE_PICKLE,
+            allow_partial_weights=cfg.MODEL.ALLOW_PARTIAL_WEIGHTS,
+            trainer=weakref.proxy(self),
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     def run_step(self) -> None:
         try:
@@ -171,7 +181,9 @@ class Trainer(DefaultTrainer):
             records = get_detection_dataset_dicts(
                 names, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
             )
-        return build_detection_train_loader(cfg, mapper=mapper, dataset=records)
+        return build_detection_train_loader(
+            cfg, mapper=mapper, dataset=records, num_workers=data_loader_workers(cfg)
+        )
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
@@ -182,5 +194,5 @@ class Trainer(DefaultTrainer):
         return build_detection_test_loader(
             load_dataset_records([dataset_name], "DATASETS.TEST"),
             mapper=mapper,
-            num_workers=cfg.DATALOADER.NUM_WORKERS,
+            num_workers=data_loader_workers(cfg),
         )

@@ -28,7 +28,7 @@ from .modeling.semantic_seg import PointRendSemanticHead
 
 __all__ = [
     "InstanceSubdivisionStep",
-    "SubdivisionStep",
+    "SemanticSubdivisionStep",
     "colorize_labels",
     "draw_instance_subdivision_step",
     "draw_subdivision_step",
@@ -40,9 +40,10 @@ __all__ = [
 
 
 @dataclass
-class SubdivisionStep:
+class SemanticSubdivisionStep:
     """
-    One adaptive-subdivision step of PointRend inference, in the frame of the output image.
+    One adaptive-subdivision step of semantic PointRend inference, as drawn: in the frame of the
+    output image.
 
     Attributes:
         uncertainty: (h, w) float32 uncertainty of the 2x-upsampled logits that chose this step's
@@ -57,7 +58,9 @@ class SubdivisionStep:
 
 
 @torch.no_grad()
-def trace_subdivision(model: SemanticSegmentor, batched_input: dict) -> list[SubdivisionStep]:
+def trace_subdivision(
+    model: SemanticSegmentor, batched_input: dict
+) -> list[SemanticSubdivisionStep]:
     """
     Runs PointRend's subdivision inference for one image, the head's own implementation and
     settings, and records every step: the final labels are the model's (tested).
@@ -68,7 +71,7 @@ def trace_subdivision(model: SemanticSegmentor, batched_input: dict) -> list[Sub
             ``height`` and ``width`` of the output image.
 
     Returns:
-        One :class:`SubdivisionStep` per subdivision step.
+        One :class:`SemanticSubdivisionStep` per subdivision step.
     """
     head = model.sem_seg_head
     if not isinstance(head, PointRendSemanticHead):
@@ -108,7 +111,7 @@ def trace_subdivision(model: SemanticSegmentor, batched_input: dict) -> list[Sub
         # A single foreground logit labels as the model's output does: [0, logit].
         labels = expand_foreground_logit(step.refined)[0, :, :valid_rows, :valid_cols].argmax(0)
         steps.append(
-            SubdivisionStep(
+            SemanticSubdivisionStep(
                 uncertainty=uncertainty.float().cpu().numpy(),
                 points=step.point_coords[0].cpu().numpy() * to_output,
                 labels=labels.cpu().numpy(),
@@ -143,7 +146,7 @@ def _uncertainty_heatmap(uncertainty: np.ndarray, height: int, width: int) -> np
 
 
 def draw_subdivision_step(
-    image: np.ndarray, step: SubdivisionStep, step_index: int, point_color=(255, 40, 40)
+    image: np.ndarray, step: SemanticSubdivisionStep, step_index: int, point_color=(255, 40, 40)
 ) -> np.ndarray:
     """
     A panel for one subdivision step: left, the image (dimmed) with the step's refined points;

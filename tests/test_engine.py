@@ -1,6 +1,7 @@
 """
-pointrend_d2.engine.Trainer: detectron2's DefaultTrainer construction with only the CPU DDP wrap and
-the checkpointer replaced, and a training-time error for non-finite losses that says where to look.
+pointrend_d2.engine.Trainer: DefaultTrainer's parts built through its build_* methods, with the CPU
+DDP wrap and the checkpointer of its own, data loader workers from the machine's cores, and a
+training-time error for non-finite losses that says where to look.
 """
 
 import numpy as np
@@ -8,10 +9,11 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import hooks
 from PIL import Image
+from torch.nn.parallel import DistributedDataParallel
 
 from pointrend_d2.checkpoint import SafeCheckpointer
 from pointrend_d2.data import register_folder_dataset
-from pointrend_d2.engine import Trainer
+from pointrend_d2.engine import Trainer, data_loader_workers
 from tests.helpers import small_fpn_cfg
 
 
@@ -66,3 +68,19 @@ def test_non_finite_losses_name_what_to_check(trainer, monkeypatch):
     monkeypatch.setattr(trainer._trainer, "run_step", diverged_step)
     with pytest.raises(FloatingPointError, match=r"iteration=0!\n.*input images.*SOLVER.BASE_LR"):
         trainer.run_step()
+
+
+def test_data_loader_workers_follow_the_cores_unless_pinned(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert data_loader_workers(small_fpn_cfg(**{"DATALOADER.NUM_WORKERS": -1})) == 15
+    assert data_loader_workers(small_fpn_cfg(**{"DATALOADER.NUM_WORKERS": 3})) == 3
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert data_loader_workers(small_fpn_cfg(**{"DATALOADER.NUM_WORKERS": -1})) == 1
+    with pytest.raises(ValueError, match=r"DATALOADER.NUM_WORKERS=-2: must be >= 0, or -1"):
+        data_loader_workers(small_fpn_cfg(**{"DATALOADER.NUM_WORKERS": -2}))
+
+
+def test_trainer_wraps_nothing_for_one_process_and_uses_the_safe_checkpointer(trainer):
+    assert not isinstance(trainer.model, DistributedDataParallel)  # one process: no wrap
+    assert isinstance(trainer.checkpointer, SafeCheckpointer)
+    assert trainer.checkpointer.model is trainer.model

@@ -24,8 +24,10 @@ def point_loss(point_logits: Tensor, point_labels: Tensor, ignore_value: int) ->
         ignore_value: label of ignored points.
 
     Returns:
-        scalar loss, the mean over the points that are not ignored (0 if all are).
+        scalar float32 loss, the mean over the points that are not ignored (0 if all are).
     """
+    # In float32 also under mixed precision, where the logits come in half precision.
+    point_logits = point_logits.float()
     valid = point_labels != ignore_value
     num_valid = valid.sum().clamp(min=1)
     if point_logits.shape[1] == 1:

@@ -152,7 +152,9 @@ def pointwise_linear(
         weight, bias = weight[output_channels], bias[output_channels].unsqueeze(2)
     out = torch.baddbmm(bias, weight[:, :, :num_channels], features)
     if extra_features is not None:
-        out.baddbmm_(weight[:, :, num_channels:], extra_features)
+        # In place, so not autocast: under mixed precision the operands take the output's dtype.
+        extra_weight = weight[:, :, num_channels:].to(out.dtype)
+        out.baddbmm_(extra_weight, extra_features.to(out.dtype))
     return out
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from pointrend_d2.modeling.point_head import MLPPointHead
+from pointrend_d2.modeling.point_head import MLPPointHead, cuda_matmul_tf32
 
 
 def conv_on_concatenation(head: MLPPointHead, fine: torch.Tensor, coarse: torch.Tensor):
@@ -76,3 +76,13 @@ def test_gradients_match_the_convolution_on_concatenated_features():
         )
     for actual, expected in zip(*gradients, strict=True):
         torch.testing.assert_close(actual, expected)
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_tf32_setting_holds_inside_and_is_restored(allowed):
+    previous = torch.backends.cuda.matmul.allow_tf32
+    with cuda_matmul_tf32(allowed):
+        assert torch.backends.cuda.matmul.allow_tf32 is allowed
+    assert torch.backends.cuda.matmul.allow_tf32 is previous
+    with cuda_matmul_tf32(None):  # CPU tensors: torch's setting is left alone
+        assert torch.backends.cuda.matmul.allow_tf32 is previous
