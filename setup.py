@@ -5,8 +5,8 @@ Install pointrend_d2 into your own environment after PyTorch and detectron2 (REA
     pip install -e ".[dev]"          # and what the tests and linters need
 
 Extras: ``cityscapes`` (official Cityscapes evaluation), ``export`` (ONNX export and runtime),
-``dev`` (both, plus the test and lint tools). requirements.txt and requirements-dev.txt pin the
-same packages for the environment that tools/with_env.sh builds.
+``dev`` (both, plus the test, lint and documentation tools). requirements.txt and
+requirements-dev.txt pin the same packages for the environment that tools/with_env.sh builds.
 """
 
 import re
@@ -27,6 +27,8 @@ def read_version() -> str:
 CITYSCAPES = ["cityscapesscripts"]
 # torch.onnx's exporter needs onnxscript; onnxruntime runs the exported model.
 EXPORT = ["onnx", "onnxscript", "onnxruntime"]
+# The documentation site (mkdocs.yml): `mkdocs build --strict` runs in CI.
+DOCS = ["mkdocs", "mkdocs-material", "mkdocstrings[python]", "mkdocstrings-python"]
 
 setup(
     name="pointrend_d2",
@@ -63,6 +65,6 @@ setup(
     extras_require={
         "cityscapes": CITYSCAPES,
         "export": EXPORT,
-        "dev": ["pytest", "hypothesis", "black", "isort", "ruff", *CITYSCAPES, *EXPORT],
+        "dev": ["pytest", "hypothesis", "black", "isort", "ruff", *CITYSCAPES, *EXPORT, *DOCS],
     },
 )

@@ -18,11 +18,13 @@ def add_pointrend_config(cfg: CN) -> None:
     # (1.0 disables the constraint).
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     # SSD's colour distortion (brightness, contrast, saturation, hue) after the crop, as in
-    # detectron2's PointRend semantic training; its Cityscapes recipe turns it on.
+    # detectron2's PointRend semantic training; its Cityscapes recipe, and so our Cityscapes
+    # SemanticFPN configs, turn it on.
     cfg.INPUT.COLOR_AUG_SSD = False
 
-    # Dataset spec files (YAML or JSON) of image + label-PNG folders, registered by
-    # pointrend_d2.data.register_datasets_from_config before training (see data/folder.py).
+    # Dataset spec files (YAML or JSON) of image + label-PNG folders or COCO json files, relative
+    # to the working directory, registered by pointrend_d2.data.register_datasets_from_config
+    # before training (see data/folder.py).
     cfg.DATASETS.FOLDER_SPECS = []
 
     # Also load checkpoints whose unpickling can run code: detectron2's .pkl / .pyth formats
@@ -47,6 +49,7 @@ def add_pointrend_config(cfg: CN) -> None:
 
     # Instance segmentation (PointRendInstanceMaskHead, ConvFCCoarseMaskHead); the class count is
     # MODEL.ROI_HEADS.NUM_CLASSES, class-agnostic masks MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK.
+
     # Maps pooled (bilinear samples on a POOLER_RESOLUTION-sided grid per box) for the coarse mask
     # head of PointRendInstanceMaskHead, concatenated; among MODEL.ROI_HEADS.IN_FEATURES.
     cfg.MODEL.ROI_MASK_HEAD.IN_FEATURES = ["p2"]
@@ -60,15 +63,17 @@ def add_pointrend_config(cfg: CN) -> None:
     cfg.MODEL.POINT_HEAD = CN()
     # Name of the point head in pointrend_d2's POINT_HEAD_REGISTRY.
     cfg.MODEL.POINT_HEAD.NAME = "MLPPointHead"
-    # Name of the coarse head in SEM_SEG_HEADS_REGISTRY. It must provide `layers(features)` and the
-    # attributes `common_stride` and `loss_weight`, like detectron2's SemSegFPNHead.
+    # Name of the coarse head in SEM_SEG_HEADS_REGISTRY, satisfying
+    # pointrend_d2.modeling.coarse_head.CoarseSemSegHead: `layers(features)` gives its logits,
+    # `common_stride` their stride, and its own `losses(logits, targets)` is the coarse loss (so a
+    # head with, e.g., hard-pixel mining keeps it). The quickstart uses SemanticFPNCoarseHead.
     cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME = "SemSegFPNHead"
     # Backbone feature maps sampled at each point as fine-grained features (concatenated).
     cfg.MODEL.POINT_HEAD.IN_FEATURES = ["p2"]
-    # Number of points N per image (per foreground box for instances: the paper's 14 * 14) at which
-    # the point loss is computed during training; for semantic segmentation -1 derives the paper's
-    # value from the training crop: the cells of a stride-16 map of an absolute INPUT.CROP.SIZE
-    # (2048 for 512x1024 crops).
+    # Number of points N per image (per foreground box for instances: the paper's 14 * 14 = 196,
+    # as in Base-PointRend-RCNN-FPN.yaml) at which the point loss is computed during training; for
+    # semantic segmentation -1 derives the paper's value from the training crop: the cells of a
+    # stride-16 map of an absolute INPUT.CROP.SIZE (2048 for 512x1024 crops).
     cfg.MODEL.POINT_HEAD.TRAIN_NUM_POINTS = 2048
     # k in the paper: k * N random candidate points are drawn before importance selection.
     cfg.MODEL.POINT_HEAD.OVERSAMPLE_RATIO = 3
@@ -79,7 +84,7 @@ def add_pointrend_config(cfg: CN) -> None:
     # Instances: any >= 0; 5 takes the 7x7 coarse mask to 224x224, as in the paper.
     cfg.MODEL.POINT_HEAD.SUBDIVISION_STEPS = 2
     # Number of most uncertain cells re-predicted at each subdivision step (per image, or per
-    # detected box for instances: the paper's 28 * 28).
+    # detected box for instances: the paper's 28 * 28 = 784).
     cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS = 8192
     # How each subdivision step finds its most uncertain cells; both select the same cells:
     # "bounded" computes the uncertainty only where a bound allows a cell to be selected (fastest

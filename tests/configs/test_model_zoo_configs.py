@@ -9,9 +9,9 @@ projects/PointRend/configs/InstanceSegmentation/*.yaml, projects/PointRend/point
 projects/DeepLab/configs/Cityscapes-SemanticSegmentation/*.yaml, projects/DeepLab/deeplab/
 config.py), never read from the installed package: a test that read them would follow any change
 there. Each of our configs must give every value of its recipe, under our key where the name
-differs, except the differences that README names, with why: its "Model-zoo fidelity" section
-for the semantic configs, its "Model-zoo fidelity: instance segmentation" section (which also
-names the renamed keys) for the instance ones.
+differs, except the differences that the docs' model-zoo page (docs/model-zoo.md) names, with
+why: its "Semantic segmentation" section for the semantic configs, its "Instance segmentation"
+section (which also names the renamed keys) for the instance ones.
 """
 
 import re
@@ -446,8 +446,8 @@ DEEPLAB_RENAMED = {
     "MODEL.SEM_SEG_HEAD.COMMON_STRIDE": output_stride,
 }
 
-# detectron2 key -> our value, where our config differs from detectron2's recipe. README's
-# "Model-zoo fidelity" section names every key here, with why.
+# detectron2 key -> our value, where our config differs from detectron2's recipe. The "Semantic
+# segmentation" section of docs/model-zoo.md names every key here, with why.
 FPN_DIFFERENCES = {
     # Same training and outputs, without the final same-size resize.
     "MODEL.META_ARCHITECTURE": "ExactSizeSemanticSegmentor",
@@ -598,17 +598,13 @@ def value(cfg, key: str):
     return list(node) if isinstance(node, tuple) else node
 
 
-def readme_section(title: str) -> str:
-    """The text of README's ``### <title>`` section, up to the next heading."""
-    readme = (REPO / "README.md").read_text()
-    pattern = rf"^### {re.escape(title)}\n(.*?)(?=^##|\Z)"
-    match = re.search(pattern, readme, re.MULTILINE | re.DOTALL)
-    assert match, f"README has no '### {title}' section"
+def model_zoo_page_section(title: str) -> str:
+    """The text of the ``## <title>`` section of docs/model-zoo.md, up to the next ``## ``."""
+    page = (REPO / "docs" / "model-zoo.md").read_text()
+    pattern = rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)"
+    match = re.search(pattern, page, re.MULTILINE | re.DOTALL)
+    assert match, f"docs/model-zoo.md has no '## {title}' section"
     return match.group(1)
-
-
-def model_zoo_fidelity_section() -> str:
-    return readme_section("Model-zoo fidelity")
 
 
 @pytest.mark.parametrize("config", sorted(ALL_CONFIGS))
@@ -618,7 +614,7 @@ def test_config_gives_every_value_of_detectron2s_recipe(config):
     assert set(renamed) <= set(reference) and set(differences) <= set(reference)
     for key, expected in reference.items():
         if key in differences:
-            # Still a difference: the README must not describe one that was fixed.
+            # Still a difference: the docs must not describe one that was fixed.
             assert expected != differences[key], key
             assert value(cfg, key) == differences[key], key
         elif key in renamed:
@@ -628,17 +624,17 @@ def test_config_gives_every_value_of_detectron2s_recipe(config):
 
 
 @pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_readme_names_every_difference(config):
-    section = model_zoo_fidelity_section()
+def test_docs_name_every_difference(config):
+    section = model_zoo_page_section("Semantic segmentation")
     for key in CONFIGS[config][2]:
         assert f"`{key}`" in section, key
 
 
 @pytest.mark.parametrize("config", sorted(INSTANCE_CONFIGS))
-def test_readme_names_every_instance_difference_and_renamed_key(config):
+def test_docs_name_every_instance_difference_and_renamed_key(config):
     """In the instance section itself, each with the config's name: a key that the semantic
     tables name does not document an instance difference."""
-    section = readme_section("Model-zoo fidelity: instance segmentation")
+    section = model_zoo_page_section("Instance segmentation")
     assert f"`{config}`" in section, config
     _, renamed, differences = INSTANCE_CONFIGS[config]
     for key in [*differences, *renamed]:
