@@ -24,6 +24,8 @@ from pointrend_d2.data.coco_json import (
     validate_coco_json,
 )
 from pointrend_d2.data.folder import register_folder_datasets_from_spec
+from pointrend_d2.data.instance_mapper import InstanceDatasetMapper
+from tests.helpers import write_exif_image
 
 IMAGE_HEIGHT, IMAGE_WIDTH = 16, 20
 
@@ -54,13 +56,18 @@ def valid_coco(num_images: int = 2) -> dict:
     }
 
 
-def write_coco(tmp_path, coco: dict | None = None, num_images: int = 2) -> tuple[str, str]:
-    """Writes ``coco`` (default: :func:`valid_coco`) and its images; (json_file, image_root)."""
+def write_coco(
+    tmp_path, coco: dict | None = None, num_images: int = 2, size=(IMAGE_HEIGHT, IMAGE_WIDTH)
+) -> tuple[str, str]:
+    """
+    Writes ``coco`` (default: :func:`valid_coco`) and its images of ``size`` (HxW), black;
+    (json_file, image_root).
+    """
     coco = valid_coco(num_images) if coco is None else coco
     image_root = tmp_path / "images"
     image_root.mkdir(parents=True, exist_ok=True)
     for image in coco["images"]:
-        Image.new("RGB", (IMAGE_WIDTH, IMAGE_HEIGHT)).save(image_root / image["file_name"])
+        Image.new("RGB", size[::-1]).save(image_root / image["file_name"])
     json_file = tmp_path / "annotations.json"
     json_file.write_text(json.dumps(coco))
     return str(json_file), str(image_root)
@@ -172,6 +179,127 @@ def test_bad_annotation_is_named_with_the_file(tmp_path, case):
     with pytest.raises(error, match=pattern) as raised:
         load_checked_coco_json(json_file, image_root)
     assert f"COCO json {json_file}: " in str(raised.value)
+
+
+# The issue's image: 128 wide, 96 high, one object drawn at x 20..60, y 20..50.
+ISSUE_SIZE = (96, 128)
+ISSUE_POLYGON = [[20.0, 20.0, 60.0, 20.0, 60.0, 50.0, 20.0, 50.0]]
+
+
+def issue_coco(bbox, segmentation=ISSUE_POLYGON) -> dict:
+    """One 96x128 (HxW) image, one annotation (id 7) with ``bbox`` and ``segmentation``."""
+    annotation = {"id": 7, "image_id": 3, "category_id": 1, "iscrowd": 0, "bbox": bbox}
+    if segmentation is not None:
+        annotation["segmentation"] = segmentation
+    return {
+        "images": [{"id": 3, "file_name": "boxes.png", "height": 96, "width": 128}],
+        "annotations": [annotation],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+
+
+# bbox -> what the error says after "annotation 7 (image 3, boxes.png): 'bbox' <bbox> (x .., y ..)".
+BOXES_ELSEWHERE = {
+    "far_outside_dropped": (
+        [500, 400, 20, 20],
+        r"\(x 500\.\.520, y 400\.\.420\) lies far outside the 96x128 \(HxW\) image, while its "
+        r"segmentation lies at x 20\.\.60, y 20\.\.50: detectron2 would clip the box to the image, "
+        r"leaving nothing of it, and drop the annotation from training\. Recompute the bbox",
+    ),
+    "far_outside_clipped_away": (
+        [110, 80, 60, 60],
+        r"\(x 110\.\.170, y 80\.\.140\) lies far outside the 96x128 \(HxW\) image, while its "
+        r"segmentation lies at x 20\.\.60, y 20\.\.50: detectron2 would clip the box to the image "
+        r"and train the mask only inside it, cutting the mask away",
+    ),
+    "inside_elsewhere": (
+        [90, 60, 20, 20],
+        r"\(x 90\.\.110, y 60\.\.80\) does not cover its segmentation in the 96x128 \(HxW\) "
+        r"image, while its segmentation lies at x 20\.\.60, y 20\.\.50",
+    ),
+    "too_small": ([20, 20, 30, 30], r"\(x 20\.\.50, y 20\.\.50\) does not cover its segmentation"),
+    "far_too_large": (
+        [0, 0, 400, 300],
+        r"\(x 0\.\.400, y 0\.\.300\) lies far outside .*: detectron2 would clip it to the image, "
+        r"a box far larger than the object",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BOXES_ELSEWHERE, ids=list(BOXES_ELSEWHERE))
+def test_box_away_from_its_segmentation_is_named(tmp_path, case):
+    bbox, pattern = BOXES_ELSEWHERE[case]
+    json_file, image_root = write_coco(tmp_path, issue_coco(bbox), size=ISSUE_SIZE)
+    where = f"COCO json {json_file}: annotation 7 (image 3, boxes.png): 'bbox' {bbox} "
+    with pytest.raises(ValueError, match=re.escape(where) + pattern):
+        validate_coco_json(json_file, image_root)
+
+
+def test_boxes_that_cover_their_segmentation_pass(tmp_path):
+    mask = np.zeros(ISSUE_SIZE, np.uint8)
+    mask[20:50, 20:60] = 1
+    rle = mask_util.encode(np.asfortranarray(mask))
+    rle = {"size": list(ISSUE_SIZE), "counts": rle["counts"].decode("ascii")}
+    for bbox, segmentation in [
+        ([20, 20, 40, 30], ISSUE_POLYGON),
+        ([21.5, 21.5, 37, 27], ISSUE_POLYGON),  # within BOX_TOLERANCE of the polygon
+        ([-5, -5, 70, 60], ISSUE_POLYGON),  # partly outside the image, within the margin
+        ([20, 20, 40, 30], rle),
+    ]:
+        json_file, image_root = write_coco(
+            tmp_path, issue_coco(bbox, segmentation), size=ISSUE_SIZE
+        )
+        assert validate_coco_json(json_file, image_root) == []
+
+
+def test_box_without_segmentation_far_outside_is_named(tmp_path):
+    coco = issue_coco([500, 400, 20, 20], segmentation=None)
+    json_file, image_root = write_coco(tmp_path, coco, size=ISSUE_SIZE)
+    pattern = r"lies far outside the 96x128 \(HxW\) image; does the annotation belong to another"
+    with pytest.raises(ValueError, match=pattern):
+        validate_coco_json(json_file, image_root)
+    coco = issue_coco([80, 100, 20, 20], segmentation=None)  # fits only with x and y swapped
+    json_file, image_root = write_coco(tmp_path, coco, size=ISSUE_SIZE)
+    with pytest.raises(ValueError, match=r"far outside .*x and y swapped"):
+        validate_coco_json(json_file, image_root)
+
+
+def write_phone_photo_coco(tmp_path, json_size) -> tuple[str, str]:
+    """valid_coco(1) whose image is a phone photo stored 20x16 (HxW) with EXIF orientation 6
+    (displayed 16x20, the annotations' size), the json giving ``json_size``."""
+    coco = valid_coco(1)
+    coco["images"][0].update(height=json_size[0], width=json_size[1])
+    json_file, image_root = write_coco(tmp_path, coco)
+    write_exif_image(os.path.join(image_root, "img_1.png"), 6, (IMAGE_WIDTH, IMAGE_HEIGHT))
+    return json_file, image_root
+
+
+def test_phone_photo_annotated_as_displayed_loads_and_maps(tmp_path):
+    json_file, image_root = write_phone_photo_coco(tmp_path, (IMAGE_HEIGHT, IMAGE_WIDTH))
+    (record,) = load_checked_coco_json(json_file, image_root)
+    mapper = InstanceDatasetMapper(
+        True,
+        augmentations=[],
+        image_format="BGR",
+        use_instance_mask=True,
+        instance_mask_format="bitmask",
+    )
+    out = mapper(record)
+    assert out["image"].shape == (3, IMAGE_HEIGHT, IMAGE_WIDTH)
+    assert len(out["instances"]) == 2
+
+
+def test_phone_photo_annotated_as_stored_is_named_with_the_exif_advice(tmp_path):
+    json_file, image_root = write_phone_photo_coco(tmp_path, (IMAGE_WIDTH, IMAGE_HEIGHT))
+    message = (
+        r"image 1 \(.*img_1\.png\) is 16x20 \(HxW\) as displayed \(stored 20x16 with EXIF "
+        r"orientation 6: shown rotated 90° clockwise\) but the json says 20x16; that is its size "
+        r"as stored, .* If the annotations were drawn on the image as stored \(a tool that ignores "
+        r"EXIF\), save the image without its EXIF orientation tag; if they were drawn as "
+        r"displayed, correct the size in the json"
+    )
+    with pytest.raises(ValueError, match=message):
+        validate_coco_json(json_file, image_root)
 
 
 def test_missing_or_invalid_json_is_named(tmp_path):
