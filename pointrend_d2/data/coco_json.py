@@ -189,11 +189,13 @@ def _check_images(
     checked = sorted(images_by_id.values(), key=lambda i: i["id"])
     for image in checked if num_size_checks is None else checked[:num_size_checks]:
         path = os.path.join(image_root, image["file_name"])
+        expected = (image["height"], image["width"])
         try:
             geometry = read_image_geometry(path)
+            if geometry.size != expected:
+                geometry = read_image_geometry(path, exact=True)
         except ValueError as e:
             raise ValueError(f"COCO json {json_file}: image {image['id']}: {e}") from e
-        expected = (image["height"], image["width"])
         if geometry.size != expected:
             raise ValueError(
                 f"COCO json {json_file}: image {image['id']} ({path}) is {geometry.describe()} "

@@ -147,7 +147,10 @@ def load_folder_dataset(
             image = read_image_geometry(images[stem], "Image")
             label = read_image_geometry(labels[stem], "Label")
             if label.size != image.size:
-                raise label_size_error(label, image)
+                image = read_image_geometry(images[stem], "Image", exact=True)
+                label = read_image_geometry(labels[stem], "Label", exact=True)
+                if label.size != image.size:
+                    raise label_size_error(label, image)
             record["height"], record["width"] = image.size
         dataset_dicts.append(record)
     return dataset_dicts

@@ -65,17 +65,18 @@ _HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 _CORRUPT_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def exif_orientation(image: Image.Image) -> int:
+def exif_orientation(image: Image.Image, *, exact: bool = True) -> int:
     """
     The EXIF orientation of an opened image as detectron2's ``read_image`` reads it: 2-8, or 1
     for none (no tag, another value, or EXIF that cannot be parsed).
 
-    Reads what PIL has parsed of the file: all of it once decoded; before, a PNG's chunks ahead
-    of its pixels, where writers put eXIf (PIL's PNG ``getexif`` would decode the whole file to
-    look behind them, which a size check of thousands of label files cannot afford).
+    Args:
+        exact: look wherever the file may keep EXIF. PIL finds it in the header of every format
+            but PNG, whose eXIf chunk may follow the pixels: then PIL decodes the file to find
+            it. False: what the header holds (where writers, PIL among them, put it).
     """
     try:
-        exif = Image.Image.getexif(image)
+        exif = image.getexif() if exact else Image.Image.getexif(image)
     except Exception:  # detectron2 takes unparsable EXIF for none (its issue 1885)
         return 1
     orientation = exif.get(EXIF_ORIENTATION_TAG, 1)
@@ -127,13 +128,19 @@ def _unreadable(file_name: str, kind: str, error: Exception) -> ValueError:
     return ValueError(f"{kind} file {file_name} is not a readable image: {error}")
 
 
-def read_image_geometry(file_name: str, kind: str = "Image") -> ImageGeometry:
+def read_image_geometry(
+    file_name: str, kind: str = "Image", *, exact: bool = False
+) -> ImageGeometry:
     """
-    The size and orientation of an image file, from its header (the pixels are not decoded).
+    The size and orientation of an image file, from its header: the pixels are not decoded,
+    unless ``exact`` and the file is a PNG whose header holds no EXIF (see
+    :func:`exif_orientation`). The dataset checks read sizes that disagree again, exactly,
+    before they raise an error.
 
     Args:
         file_name: path (or detectron2 PathManager URL) of the file.
         kind: what the file is, for the error messages ("Image", "Label").
+        exact: see :func:`exif_orientation`.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -143,7 +150,7 @@ def read_image_geometry(file_name: str, kind: str = "Image") -> ImageGeometry:
         try:
             with Image.open(f) as image:
                 width, height = image.size
-                orientation = exif_orientation(image)
+                orientation = exif_orientation(image, exact=exact)
         except _CORRUPT_IMAGE_ERRORS as error:
             raise _unreadable(file_name, kind, error) from error
     if orientation >= 5:
@@ -254,7 +261,7 @@ class ImageReader:
         image = self(file_name)
         expected = (dataset_dict.get("height"), dataset_dict.get("width"))
         if None not in expected and expected != image.shape[:2]:
-            geometry = read_image_geometry(file_name)
+            geometry = read_image_geometry(file_name, exact=True)
             raise utils.SizeMismatchError(
                 f"Image file {file_name} is {geometry.describe()} but its dataset record says "
                 f"{expected[0]}x{expected[1]}; "

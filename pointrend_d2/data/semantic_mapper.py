@@ -128,7 +128,8 @@ class SemanticDatasetMapper(DatasetMapper):
             labels = labels.astype(np.uint8)
         if labels.shape != image.shape[:2]:
             raise label_size_error(
-                read_image_geometry(file_name, "Label"), read_image_geometry(image_file, "Image")
+                read_image_geometry(file_name, "Label", exact=True),
+                read_image_geometry(image_file, "Image", exact=True),
             )
         self.check_label_values(labels, file_name)
         return labels.astype(self.label_dtype, copy=False)

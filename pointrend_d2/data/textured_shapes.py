@@ -64,6 +64,7 @@ __all__ = [
     "generate_textured_shapes_split",
     "load_textured_shapes",
     "register_textured_shapes",
+    "resolve_dataset_root",
     "textured_shapes_split_dir",
 ]
 
@@ -101,6 +102,11 @@ def default_dataset_root() -> str:
         "POINTREND_D2_DATA", os.path.expanduser("~/.cache/pointrend_d2/datasets")
     )
     return os.path.join(parent, "textured_shapes")
+
+
+def resolve_dataset_root(root: str | None) -> str:
+    """``root`` as an absolute path, ``~`` expanded; :func:`default_dataset_root` if None."""
+    return os.path.abspath(os.path.expanduser(root if root is not None else default_dataset_root()))
 
 
 def _split_id(split: str) -> int:
@@ -575,7 +581,7 @@ def register_textured_shapes(
     Raises:
         ValueError: if a name is already registered with a different root or parameters.
     """
-    root = os.path.abspath(os.path.expanduser(root if root is not None else default_dataset_root()))
+    root = resolve_dataset_root(root)
 
     def split_dir(split: str, num_images: int) -> str:
         return textured_shapes_split_dir(

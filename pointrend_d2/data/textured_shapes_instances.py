@@ -55,8 +55,8 @@ from .generated_splits import (
 from .textured_shapes import (
     CLASSES,
     COLORS,
-    default_dataset_root,
     generate_textured_shapes_instances,
+    resolve_dataset_root,
 )
 
 __all__ = [
@@ -241,23 +241,10 @@ def register_textured_shapes_instances(
     generated when ``DatasetCatalog.get`` first asks for it, so ``json_file`` names the file it
     will be written to, and exists once the dataset has been loaded.
 
-    Idempotent: names already registered with the same root and parameters are left alone.
-
-    Args:
-        root: dataset directory; defaults to
-            :func:`~pointrend_d2.data.textured_shapes.default_dataset_root`.
-        num_train, num_val: number of images per split.
-        seed: dataset seed.
-        height, width: image size in pixels.
-        prefix: name prefix of the registered datasets.
-
-    Returns:
-        The registered dataset names, train first.
-
-    Raises:
-        ValueError: if a name is already registered with a different root or parameters.
+    Arguments, idempotence, return value and errors as
+    :func:`~pointrend_d2.data.textured_shapes.register_textured_shapes`'s.
     """
-    root = os.path.abspath(os.path.expanduser(root if root is not None else default_dataset_root()))
+    root = resolve_dataset_root(root)
 
     def split_dir(split: str, num_images: int) -> str:
         return textured_shapes_instances_split_dir(
