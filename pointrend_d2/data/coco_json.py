@@ -448,10 +448,14 @@ def _check_box_placement(where: str, bbox: list, extent, height: int, width: int
             "detectron2 would clip the box to the image and train the mask only inside it, "
             "cutting the mask away"
         )
-    place = "lies far outside" if not inside else "does not cover its segmentation in"
+    segmentation = f"x {ex0:g}..{ex1:g}, y {ey0:g}..{ey1:g}"
+    problem = (
+        f"lies far outside {image}, while its segmentation lies at {segmentation}"
+        if not inside
+        else f"does not cover its segmentation, which lies at {segmentation} in {image}"
+    )
     raise ValueError(
-        f"{box} {place} {image}, while its segmentation lies at x {ex0:g}..{ex1:g}, y "
-        f"{ey0:g}..{ey1:g}: {consequence}. Recompute the bbox from the segmentation "
+        f"{box} {problem}: {consequence}. Recompute the bbox from the segmentation "
         "(pycocotools.mask.toBbox of its RLE)"
     )
 

@@ -1,7 +1,7 @@
 """
-The one image reader of pointrend_d2: every image and label file of every task (training,
-evaluation, the predictors, the demo) is read here, so every read error names the file, and
-every file is oriented by one rule.
+The one image reader of pointrend_d2: the image and label files of both tasks are read here by
+the data loaders of training and test, the dataset checks, the predictors and the demo, so
+every read error names the file, and every file is oriented by one rule.
 
 Orientation: an image with an EXIF Orientation tag (phone photos) is used as displayed, the tag
 applied exactly as detectron2's ``read_image`` applies it (``detection_utils``'s
@@ -188,9 +188,9 @@ def size_mismatch_hint(expected: tuple[int, int], image: ImageGeometry, source: 
     """
     if image.orientation >= 5 and expected == image.stored_size:
         return (
-            f"that is its size as stored, but pointrend_d2 (as detectron2) uses the image as "
-            f"displayed, its EXIF orientation applied. If the annotations were drawn on the "
-            f"image as stored (a tool that ignores EXIF), save the image without its EXIF "
+            "that is its size as stored, but pointrend_d2 (as detectron2) uses the image as "
+            "displayed, its EXIF orientation applied. If the annotations were drawn on the "
+            "image as stored (a tool that ignores EXIF), save the image without its EXIF "
             f"orientation tag; if they were drawn as displayed, correct the size in {source}"
         )
     if expected == image.size[::-1]:

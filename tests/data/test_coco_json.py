@@ -214,8 +214,9 @@ BOXES_ELSEWHERE = {
     ),
     "inside_elsewhere": (
         [90, 60, 20, 20],
-        r"\(x 90\.\.110, y 60\.\.80\) does not cover its segmentation in the 96x128 \(HxW\) "
-        r"image, while its segmentation lies at x 20\.\.60, y 20\.\.50",
+        r"\(x 90\.\.110, y 60\.\.80\) does not cover its segmentation, which lies at x 20\.\.60, "
+        r"y 20\.\.50 in the 96x128 \(HxW\) image: detectron2 would clip the box to the image "
+        r"and train the mask only inside it",
     ),
     "too_small": ([20, 20, 30, 30], r"\(x 20\.\.50, y 20\.\.50\) does not cover its segmentation"),
     "far_too_large": (
