@@ -53,7 +53,7 @@ setup(
         "numpy<2",
         "opencv-python-headless>=4.5",
         "Pillow",
-        # COCO json of the instance datasets and Boundary AP (pointrend_d2.data.instances,
+        # COCO json of the instance datasets and Boundary AP (pointrend_d2.data.coco_json,
         # pointrend_d2.evaluation.boundary_ap).
         "pycocotools",
         # Folder dataset spec files (pointrend_d2.data.folder).

@@ -12,11 +12,9 @@ import detectron2.utils.comm as comm
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import (
-    DatasetMapper,
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
-    get_detection_dataset_dicts,
 )
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
@@ -34,10 +32,12 @@ from .data.catalog import (
     INSTANCE_EVALUATOR_TYPES,
     SEMANTIC_EVALUATOR_TYPES,
     dataset_task,
+    instance_training_records,
     load_dataset_records,
     validate_dataset_classes,
 )
-from .data.mapper import SemanticDatasetMapper
+from .data.instance_mapper import InstanceDatasetMapper
+from .data.semantic_mapper import SemanticDatasetMapper
 from .evaluation import BoundaryIoUEvaluator, COCOBoundaryEvaluator, SemSegIoUEvaluator
 
 
@@ -106,8 +106,9 @@ class Trainer(DefaultTrainer):
     """
     DefaultTrainer with data and evaluators chosen by the datasets' ``evaluator_type``: semantic
     datasets through :class:`SemanticDatasetMapper` (records checked, PointRend's augmentations),
-    instance datasets through detectron2's ``DatasetMapper`` (images without annotations dropped
-    from training if DATALOADER.FILTER_EMPTY_ANNOTATIONS); crash-safe checkpoints that load
+    instance datasets through :class:`InstanceDatasetMapper` (detectron2's, reading images through
+    the checked reader; images without annotations dropped from training if
+    DATALOADER.FILTER_EMPTY_ANNOTATIONS); crash-safe checkpoints that load
     weights only (:class:`SafeCheckpointer`), and multi-process training on CPUs too.
     """
 
@@ -176,9 +177,8 @@ class Trainer(DefaultTrainer):
         if set(tasks.values()) == {"semantic"}:
             mapper = SemanticDatasetMapper(cfg, is_train=True)
         else:
-            mapper = DatasetMapper(cfg, is_train=True)
-            # detectron2's filtering of images without annotations (and its count in the log).
-            records = get_detection_dataset_dicts(
+            mapper = InstanceDatasetMapper(cfg, is_train=True)
+            records = instance_training_records(
                 names, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
             )
         return build_detection_train_loader(
@@ -190,7 +190,7 @@ class Trainer(DefaultTrainer):
         if dataset_task(dataset_name) == "semantic":
             mapper = SemanticDatasetMapper(cfg, is_train=False)
         else:
-            mapper = DatasetMapper(cfg, is_train=False)
+            mapper = InstanceDatasetMapper(cfg, is_train=False)
         return build_detection_test_loader(
             load_dataset_records([dataset_name], "DATASETS.TEST"),
             mapper=mapper,

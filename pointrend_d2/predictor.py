@@ -1,8 +1,8 @@
 """
 Inference on single images, the one pre-processing path of every tool: an image file or array is
-read and resized exactly as the test data loader does (:class:`SemanticDatasetMapper` with the
-config's test augmentation), and the model is built and loaded weights-only
-(:func:`pointrend_d2.checkpoint.load_weights_for_inference`).
+read and resized exactly as the test data loaders do (:class:`InferenceMapper`: the checked
+reader, EXIF orientation applied, and the config's test augmentation), and the model is built
+and loaded weights-only (:func:`pointrend_d2.checkpoint.load_weights_for_inference`).
 
 Images are (H, W, 3) uint8 numpy arrays in the config's ``INPUT.FORMAT`` ("BGR" or "RGB").
 """
@@ -15,7 +15,7 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from .checkpoint import load_weights_for_inference
-from .data.mapper import SemanticDatasetMapper
+from .data.inference_mapper import InferenceMapper
 
 __all__ = ["Predictor", "build_model_input", "check_image_array"]
 
@@ -38,12 +38,12 @@ def check_image_array(image: np.ndarray, name: str = "image") -> None:
         )
 
 
-def build_model_input(mapper: SemanticDatasetMapper, image: str | np.ndarray) -> dict:
+def build_model_input(mapper: InferenceMapper, image: str | np.ndarray) -> dict:
     """
     The model's input for one image, pre-processed like the test data loader's.
 
     Args:
-        mapper: a test-time mapper (``SemanticDatasetMapper(cfg, is_train=False)``).
+        mapper: the test-time pre-processing (``InferenceMapper(cfg)``).
         image: an image file (any format the mapper reads, errors naming the file) or an
             (H, W, 3) uint8 array in the mapper's image format.
 
@@ -85,7 +85,7 @@ class Predictor:
             model = build_model(self.cfg)
             load_weights_for_inference(model, self.cfg)
         self.model = model.eval()
-        self.mapper = SemanticDatasetMapper(self.cfg, is_train=False)
+        self.mapper = InferenceMapper(self.cfg)
 
     def model_input(self, image: str | np.ndarray) -> dict:
         """See :func:`build_model_input`."""

@@ -1,6 +1,7 @@
 """
 Shared test helpers (one module; test modules import from here, never from each other): small
-configs and models built on the CPU, tools/train_net.py runs, and the reference's config.
+configs and models built on the CPU, tools/train_net.py runs, the reference's config, and image
+files with an EXIF orientation.
 """
 
 import json
@@ -8,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from detectron2.config import CfgNode
 from detectron2.projects import point_rend
+from PIL import Image
 
 from pointrend_d2.config import setup_cfg
 
@@ -259,3 +262,18 @@ def reference_instance_cfg(our_cfg: CfgNode) -> CfgNode:
     # One class count for both heads, as detectron2 requires.
     cfg.MODEL.POINT_HEAD.NUM_CLASSES = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     return cfg
+
+
+def write_exif_image(path, orientation: int | None, stored_size: tuple[int, int]) -> str:
+    """
+    Writes a random RGB image of ``stored_size`` (height, width of the pixels as stored) with
+    the EXIF Orientation tag ``orientation`` (none if None), as phones do; returns the path.
+    Orientations 5-8 display it with height and width swapped.
+    """
+    rng = np.random.default_rng(orientation or 0)
+    image = Image.fromarray(rng.integers(0, 256, (*stored_size, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    image.save(path, exif=exif)
+    return str(path)

@@ -168,7 +168,7 @@ def test_other_8_bit_images_are_converted_with_a_note(tmp_path, caplog, mode, ex
     else:
         image = rgb.convert(mode)
     the_mapper = mapper()
-    with caplog.at_level(logging.INFO, logger="pointrend_d2.data.mapper"):
+    with caplog.at_level(logging.INFO, logger="pointrend_d2.data.image_io"):
         first = the_mapper(write_sample(tmp_path, image=image))
         the_mapper(write_sample(tmp_path, image=image, name="second"))
     assert first["image"].shape == (3, 12, 16)

@@ -42,7 +42,7 @@ from detectron2.utils.logger import setup_logger
 from pointrend_d2 import PointRendInstanceMaskHead, PointRendSemanticHead
 from pointrend_d2.config import setup_cfg
 from pointrend_d2.data import register_datasets_from_config
-from pointrend_d2.data.mapper import read_image_file
+from pointrend_d2.data.image_io import ImageReader
 from pointrend_d2.deploy import ExportedPredictor
 from pointrend_d2.deploy.export import class_names_and_colors
 from pointrend_d2.predictor import Predictor
@@ -231,8 +231,9 @@ def main(argv=None) -> None:
 
     paths = list_inputs(args.input)
     instance = isinstance(predictor, Predictor) and is_instance_config(predictor.cfg)
+    read_rgb = ImageReader("RGB")  # as the predictors read it: the same pixels, oriented alike
     for path in tqdm.tqdm(paths, disable=len(paths) == 1, unit="image"):
-        rgb = np.asarray(read_image_file(path, "Image").convert("RGB"))
+        rgb = read_rgb(path)
         if instance:
             pictures = draw_instances(
                 predictor, metadata, path, rgb, args.show_points, args.confidence_threshold

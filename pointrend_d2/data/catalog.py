@@ -6,12 +6,14 @@ The registered datasets as the config names them: their task (semantic or instan
 from collections.abc import Sequence
 
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
+from detectron2.data.build import filter_images_with_only_crowd_annotations
 
 __all__ = [
     "INSTANCE_EVALUATOR_TYPES",
     "SEMANTIC_EVALUATOR_TYPES",
     "dataset_task",
+    "instance_training_records",
     "load_dataset_records",
     "validate_dataset_classes",
 ]
@@ -60,6 +62,32 @@ def load_dataset_records(names: Sequence[str], config_key: str) -> list[dict]:
             raise ValueError(f"Dataset {name!r} in {config_key} has no images")
         records.extend(dataset_records)
     return records
+
+
+def instance_training_records(names: Sequence[str], filter_empty: bool) -> list[dict]:
+    """
+    The records of the instance datasets ``names`` (DATASETS.TRAIN) as detectron2's
+    ``get_detection_dataset_dicts`` gives them (class histogram in the log), without the images
+    that have no annotation to train on (none, or only crowd ones) if ``filter_empty``
+    (DATALOADER.FILTER_EMPTY_ANNOTATIONS).
+
+    Raises:
+        ValueError: ``filter_empty`` leaves no image, with the advice to turn it off.
+    """
+    records = get_detection_dataset_dicts(list(names), filter_empty=False)
+    if not filter_empty:
+        return records
+    kept = filter_images_with_only_crowd_annotations(records)
+    if not kept:
+        raise ValueError(
+            f"DATASETS.TRAIN {list(names)}: none of its {len(records)} images has an annotation "
+            "to train on (all have none, or only crowd ones), and "
+            "DATALOADER.FILTER_EMPTY_ANNOTATIONS True leaves such images out. To train on them "
+            "as images of background only, set DATALOADER.FILTER_EMPTY_ANNOTATIONS False; "
+            "otherwise check the annotations (the log counts those skipped when the dataset "
+            "was loaded)"
+        )
+    return kept
 
 
 def validate_dataset_classes(cfg: CfgNode, dataset_names: list[str]) -> None:

@@ -21,7 +21,7 @@ relative paths are relative to the spec file)::
       my_val: {image_dir: images/val, label_dir: labels/val}
 
 A dataset entry with ``json_file`` and ``image_root`` instead is a COCO-format instance dataset,
-registered by :func:`pointrend_d2.data.instances.register_coco_instances` (checked when loaded);
+registered by :func:`pointrend_d2.data.coco_json.register_coco_instances` (checked when loaded);
 ``thing_classes`` (must match the json's categories) and ``thing_colors`` are optional, and the
 top-level keys above apply to folder entries only (``classes`` is needed only with one)::
 
@@ -43,9 +43,11 @@ from collections.abc import Sequence
 
 import yaml
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.colormap import colormap
-from PIL import Image
+
+from .coco_json import register_coco_instances
+from .image_io import label_size_error, read_image_geometry
+from .registration import register_dataset
 
 __all__ = [
     "load_folder_dataset",
@@ -79,13 +81,6 @@ def _files_by_stem(directory: str, extensions: tuple[str, ...]) -> dict[str, str
     return files
 
 
-def _image_size(path: str) -> tuple[int, int]:
-    """(height, width) from the file header."""
-    with Image.open(path) as image:
-        width, height = image.size
-    return height, width
-
-
 def _raise_for_unpaired(files: dict, partners: dict, describe, kind: str) -> None:
     """FileNotFoundError naming the first of ``files`` (by stem) without a partner, if any."""
     unpaired = sorted(set(files) - set(partners))
@@ -109,16 +104,18 @@ def load_folder_dataset(
         image_dir, label_dir: the two folders; subfolders are searched too and must match.
         image_ext: extension(s) of the images (case-insensitive).
         label_ext: extension of the labels.
-        check_sizes: compare each image's size with its label's (reads the file headers).
+        check_sizes: compare each image's size with its label's, both as displayed (their EXIF
+            orientation applied, see :mod:`pointrend_d2.data.image_io`; reads the file headers).
 
     Returns:
         detectron2 dataset dicts, sorted by stem, with ``file_name``, ``sem_seg_file_name``,
-        ``height``, ``width`` and ``image_id`` (the stem).
+        ``height``, ``width`` (as displayed) and ``image_id`` (the stem).
 
     Raises:
         FileNotFoundError: a folder is missing or empty, or an image has no label or a label no
             image (the message names the file).
-        ValueError: an image and its label differ in size.
+        ValueError: an image and its label differ in size (the message says which orientation
+            each has), or a file is not an image.
     """
     image_exts = (image_ext,) if isinstance(image_ext, str) else tuple(image_ext)
     images = _files_by_stem(image_dir, tuple(e.lower() for e in image_exts))
@@ -147,14 +144,14 @@ def load_folder_dataset(
             "image_id": stem,
         }
         if check_sizes:
-            image_size = _image_size(images[stem])
-            label_size = _image_size(labels[stem])
-            if image_size != label_size:
-                raise ValueError(
-                    f"Label {labels[stem]} is {label_size[0]}x{label_size[1]} (HxW) but image "
-                    f"{images[stem]} is {image_size[0]}x{image_size[1]}"
-                )
-            record["height"], record["width"] = image_size
+            image = read_image_geometry(images[stem], "Image")
+            label = read_image_geometry(labels[stem], "Label")
+            if label.size != image.size:
+                image = read_image_geometry(images[stem], "Image", exact=True)
+                label = read_image_geometry(labels[stem], "Label", exact=True)
+                if label.size != image.size:
+                    raise label_size_error(label, image)
+            record["height"], record["width"] = image.size
         dataset_dicts.append(record)
     return dataset_dicts
 
@@ -208,35 +205,23 @@ def register_folder_dataset(
             f"Dataset {name!r}: need one RGB colour per class ({len(classes)}), got {colors}"
         )
 
-    if name in DatasetCatalog.list():
-        registered = MetadataCatalog.get(name)
-        if (registered.get("image_root"), registered.get("sem_seg_root")) != (image_dir, label_dir):
-            raise ValueError(
-                f"Dataset {name!r} is already registered with image_root "
-                f"{registered.get('image_root')!r} and sem_seg_root "
-                f"{registered.get('sem_seg_root')!r}"
-            )
-        return name
-    DatasetCatalog.register(
-        name,
-        functools.partial(
-            load_folder_dataset,
-            image_dir,
-            label_dir,
-            image_ext=image_ext,
-            label_ext=label_ext,
-            check_sizes=check_sizes,
-        ),
+    load = functools.partial(
+        load_folder_dataset,
+        image_dir,
+        label_dir,
+        image_ext=image_ext,
+        label_ext=label_ext,
+        check_sizes=check_sizes,
     )
-    MetadataCatalog.get(name).set(
-        stuff_classes=classes,
-        stuff_colors=colors,
-        ignore_label=ignore_label,
-        evaluator_type="sem_seg",
-        image_root=image_dir,
-        sem_seg_root=label_dir,
-    )
-    return name
+    metadata = {
+        "stuff_classes": classes,
+        "stuff_colors": colors,
+        "ignore_label": ignore_label,
+        "evaluator_type": "sem_seg",
+        "image_root": image_dir,
+        "sem_seg_root": label_dir,
+    }
+    return register_dataset(name, load, metadata, identity=("image_root", "sem_seg_root"))
 
 
 def _read_spec(path: str) -> dict:
@@ -278,9 +263,6 @@ def _is_coco_entry(entry) -> bool:
 
 def _register_coco_entry(spec_path: str, base_dir: str, name: str, entry: dict) -> str:
     """Registers a spec's COCO-format dataset entry with register_coco_instances."""
-    # Here, not at the top: instances imports textured_shapes, which imports this module.
-    from .instances import register_coco_instances
-
     missing = _COCO_ENTRY_KEYS - set(entry)
     unknown = set(entry) - _COCO_ENTRY_KEYS - _COCO_ENTRY_OPTIONS
     if missing or unknown:

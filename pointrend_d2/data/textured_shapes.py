@@ -32,28 +32,26 @@ ones, and the same parameters always reuse it.
 
 The same generator also yields instances (:func:`generate_textured_shapes_instances`): which
 painted shape owns each pixel. The instance-segmentation version of the dataset, in COCO format,
-is in :mod:`pointrend_d2.data.instances`.
+is in :mod:`pointrend_d2.data.textured_shapes_instances`.
 """
 
 from __future__ import annotations
 
 import colorsys
-import functools
-import hashlib
-import json
-import logging
 import os
-import shutil
-import tempfile
-import time
 import zlib
-from collections.abc import Callable
 
 import cv2
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .folder import load_folder_dataset
+from .generated_splits import (
+    keyed_split_dir,
+    register_generated_splits,
+    split_file_stem,
+    write_rgb_png,
+    write_split_once,
+)
 
 __all__ = [
     "CLASSES",
@@ -66,10 +64,9 @@ __all__ = [
     "generate_textured_shapes_split",
     "load_textured_shapes",
     "register_textured_shapes",
+    "resolve_dataset_root",
     "textured_shapes_split_dir",
 ]
-
-logger = logging.getLogger(__name__)
 
 # Bump whenever the generator's output changes: it is part of every split folder's key, so
 # stale caches are not reused.
@@ -105,6 +102,11 @@ def default_dataset_root() -> str:
         "POINTREND_D2_DATA", os.path.expanduser("~/.cache/pointrend_d2/datasets")
     )
     return os.path.join(parent, "textured_shapes")
+
+
+def resolve_dataset_root(root: str | None) -> str:
+    """``root`` as an absolute path, ``~`` expanded; :func:`default_dataset_root` if None."""
+    return os.path.abspath(os.path.expanduser(root if root is not None else default_dataset_root()))
 
 
 def _split_id(split: str) -> int:
@@ -454,10 +456,6 @@ def _generate(
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label, instance_map
 
 
-def _file_stem(split: str, index: int) -> str:
-    return f"{split}_{index:04d}"
-
-
 def _split_parameters(split: str, num_images: int, seed: int, height: int, width: int) -> dict:
     """Every parameter the files of a split depend on."""
     return {
@@ -470,12 +468,6 @@ def _split_parameters(split: str, num_images: int, seed: int, height: int, width
     }
 
 
-def _keyed_dir(root: str, stem: str, parameters: dict) -> str:
-    """``<root>/<stem>-<key>``, ``<key>`` a hash of ``parameters`` (JSON-serialisable)."""
-    key = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode("utf-8")).hexdigest()
-    return os.path.join(root, f"{stem}-{key[:16]}")
-
-
 def textured_shapes_split_dir(
     root: str, split: str, num_images: int, *, seed: int = 0, height: int = 512, width: int = 1024
 ) -> str:
@@ -483,54 +475,7 @@ def textured_shapes_split_dir(
     The folder of a split generated with these parameters: ``<root>/<split>-<key>``, ``<key>``
     a hash of all of them and of :data:`DATASET_VERSION`. Nothing is read or written.
     """
-    return _keyed_dir(root, split, _split_parameters(split, num_images, seed, height, width))
-
-
-def _write_rgb_png(path: str, image: np.ndarray) -> None:
-    """Writes an RGB uint8 image as PNG; OSError naming the path if that fails."""
-    if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"Could not write {path}")
-
-
-def _write_once(
-    root: str,
-    split_dir: str,
-    split: str,
-    parameters: dict,
-    write: Callable[[str], None],
-    description: str,
-) -> str:
-    """
-    Creates ``split_dir`` (a folder in ``root``) with the files ``write(folder)`` writes into
-    ``folder`` and ``parameters.json``, unless it exists: then it is returned as is.
-
-    Safe against crashes and concurrent callers: the files are written into a temporary sibling
-    directory that is renamed into place, so an existing ``split_dir`` is always complete. If
-    another process finishes first, this call's copy is discarded.
-    """
-    if os.path.isdir(split_dir):
-        return split_dir
-    os.makedirs(root, exist_ok=True)
-    logger.info("Generating %s into %s ...", description, split_dir)
-    start_time = time.perf_counter()
-    temporary_dir = tempfile.mkdtemp(prefix=f".{split}.incomplete-", dir=root)
-    try:
-        write(temporary_dir)
-        # For whoever looks into the cache: the key itself cannot be read back.
-        with open(os.path.join(temporary_dir, "parameters.json"), "w") as f:
-            json.dump(parameters, f, indent=2)
-        try:
-            os.rename(temporary_dir, split_dir)
-        except OSError:
-            if not os.path.isdir(split_dir):
-                raise
-            logger.info("Another process generated %s first; discarding this copy.", split_dir)
-        else:
-            logger.info("Generated %s in %.1f s.", split_dir, time.perf_counter() - start_time)
-    finally:
-        # Still there only if the rename did not happen (error, or another process won).
-        shutil.rmtree(temporary_dir, ignore_errors=True)
-    return split_dir
+    return keyed_split_dir(root, split, _split_parameters(split, num_images, seed, height, width))
 
 
 def generate_textured_shapes_split(
@@ -562,13 +507,13 @@ def generate_textured_shapes_split(
         os.makedirs(label_dir)
         for index in range(num_images):
             image, label = generate_textured_shapes_image(seed, split, index, height, width)
-            stem = _file_stem(split, index)
-            _write_rgb_png(os.path.join(image_dir, stem + ".png"), image)
+            stem = split_file_stem(split, index)
+            write_rgb_png(os.path.join(image_dir, stem + ".png"), image)
             label_path = os.path.join(label_dir, stem + ".png")
             if not cv2.imwrite(label_path, label):
                 raise OSError(f"Could not write {label_path}")
 
-    return _write_once(
+    return write_split_once(
         root,
         textured_shapes_split_dir(root, split, num_images, seed=seed, height=height, width=width),
         split,
@@ -636,7 +581,7 @@ def register_textured_shapes(
     Raises:
         ValueError: if a name is already registered with a different root or parameters.
     """
-    root = os.path.abspath(os.path.expanduser(root if root is not None else default_dataset_root()))
+    root = resolve_dataset_root(root)
 
     def split_dir(split: str, num_images: int) -> str:
         return textured_shapes_split_dir(
@@ -663,42 +608,3 @@ def register_textured_shapes(
         ),
         metadata,
     )
-
-
-def register_generated_splits(
-    prefix: str,
-    num_images_by_split: dict[str, int],
-    split_dir: Callable[[str, int], str],
-    load_split: Callable[[str, int, str], list[dict]],
-    metadata: Callable[[str], dict],
-) -> list[str]:
-    """
-    Registers ``f"{prefix}_{split}"`` for each split of a generated dataset in DatasetCatalog
-    (lazily: ``load_split(split, num_images, name)`` generates and loads it on first get) and
-    MetadataCatalog (``metadata(split_dir)``, which must set ``image_root`` to
-    ``<split_dir>/images``). Names already registered with the same split folder are left alone.
-
-    Returns:
-        The registered names, in the order of ``num_images_by_split``.
-
-    Raises:
-        ValueError: if a name is already registered with another split folder (another root or
-            other generation parameters).
-    """
-    names = []
-    for split, num_images in num_images_by_split.items():
-        name = f"{prefix}_{split}"
-        names.append(name)
-        folder = split_dir(split, num_images)
-        if name in DatasetCatalog.list():
-            # The split folder's name holds the root and every generation parameter.
-            registered_dir = os.path.dirname(MetadataCatalog.get(name).get("image_root", ""))
-            if registered_dir != folder:
-                raise ValueError(
-                    f"Dataset {name!r} is already registered with the split folder "
-                    f"{registered_dir!r}, not {folder!r} (another root or other parameters)."
-                )
-            continue
-        DatasetCatalog.register(name, functools.partial(load_split, split, num_images, name))
-        MetadataCatalog.get(name).set(**metadata(folder))
-    return names

@@ -6,7 +6,7 @@ no config or checkpoint is read, only the artifact folder that ``tools/export_mo
     <folder>/pointrend_d2_export.json  what pre-processing needs (ExportMetadata)
 
 Images are pre-processed by the same code as the eager :class:`pointrend_d2.predictor.Predictor`
-(:func:`build_model_input` with a test-time :class:`SemanticDatasetMapper`), and the logits are
+(:func:`build_model_input` with an :class:`InferenceMapper`), and the logits are
 resized back to the original image size as ``ExactSizeSemanticSegmentor`` does.
 
     predictor = ExportedPredictor("exported/")
@@ -23,7 +23,7 @@ import torch
 from detectron2.data import transforms as T
 from torch import Tensor
 
-from ..data.mapper import SemanticDatasetMapper
+from ..data.inference_mapper import InferenceMapper
 from ..modeling.meta_arch import crop_and_resize_logits
 from ..predictor import build_model_input
 
@@ -162,8 +162,7 @@ class ExportedPredictor:
             self._input_name = self._session.get_inputs()[0].name
         else:
             self._module = torch.export.load(self.path).module()
-        self.mapper = SemanticDatasetMapper(
-            False,
+        self.mapper = InferenceMapper(
             # detectron2's test-time augmentation (detection_utils.build_augmentation).
             augmentations=[
                 T.ResizeShortestEdge(
@@ -171,8 +170,6 @@ class ExportedPredictor:
                 )
             ],
             image_format=self.metadata.input_format,
-            num_classes=len(self.metadata.class_names),
-            ignore_value=self.metadata.ignore_value,
         )
 
     @torch.no_grad()

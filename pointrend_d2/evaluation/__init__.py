@@ -9,10 +9,12 @@ from .boundary_iou import (
     boundary_distance,
     boundary_iou_counts,
 )
+from .coco_ground_truth import COCOInstanceEvaluator
 
 __all__ = [
     "BoundaryIoUEvaluator",
     "COCOBoundaryEvaluator",
+    "COCOInstanceEvaluator",
     "SemSegIoUEvaluator",
     "boundary_band",
     "boundary_distance",

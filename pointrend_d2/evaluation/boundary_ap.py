@@ -49,11 +49,12 @@ import math
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
-from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import COCOevalMaxDets
 from detectron2.utils.logger import create_small_table
 from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
+
+from .coco_ground_truth import COCOInstanceEvaluator
 
 __all__ = [
     "BoundaryCOCOeval",
@@ -216,10 +217,11 @@ class BoundaryCOCOeval(COCOeval):
             super().summarize()
 
 
-class COCOBoundaryEvaluator(COCOEvaluator):
+class COCOBoundaryEvaluator(COCOInstanceEvaluator):
     """
-    detectron2's ``COCOEvaluator`` that also reports Boundary AP as task ``"boundary"`` (AP, AP50,
-    AP75, APs, APm, APl and per-class ``AP-<name>``, in percent), whenever it evaluates "segm".
+    detectron2's ``COCOEvaluator`` (its ground truth completed as :class:`COCOInstanceEvaluator`
+    completes it) that also reports Boundary AP as task ``"boundary"`` (AP, AP50, AP75, APs, APm,
+    APl and per-class ``AP-<name>``, in percent), whenever it evaluates "segm".
 
     The boundary evaluation reuses the "segm" evaluation's loaded predictions (the RLEs made once
     in ``process``) and parameters (``img_ids``, ``max_dets_per_image``), and always runs

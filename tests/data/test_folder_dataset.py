@@ -1,6 +1,7 @@
 """Custom folder datasets: pairing, errors naming the file, spec files, training on one."""
 
 import json
+import struct
 import uuid
 import zlib
 
@@ -10,12 +11,13 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from pointrend_d2.data import (
+    SemanticDatasetMapper,
     load_folder_dataset,
     register_datasets_from_config,
     register_folder_dataset,
 )
 from pointrend_d2.engine import Trainer
-from tests.helpers import REPO, small_fpn_cfg
+from tests.helpers import REPO, small_fpn_cfg, write_exif_image
 
 
 def unique(prefix: str) -> str:
@@ -101,6 +103,86 @@ def test_size_mismatch_is_named(tmp_path):
         str(tmp_path / "images"), str(tmp_path / "labels"), check_sizes=False
     )
     assert len(dicts) == 1 and "height" not in dicts[0]
+
+
+def write_phone_photo(tmp_path, label_size) -> tuple[str, str]:
+    """A phone photo stored 64x96 (HxW) with EXIF orientation 6 (displayed 96x64) and a label
+    PNG of ``label_size``; (image_dir, label_dir)."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    write_exif_image(tmp_path / "images" / "photo.jpg", 6, (64, 96))
+    labels = np.zeros(label_size, np.uint8)
+    labels[: label_size[0] // 2] = 1
+    Image.fromarray(labels).save(tmp_path / "labels" / "photo.png")
+    return str(tmp_path / "images"), str(tmp_path / "labels")
+
+
+def semantic_mapper() -> SemanticDatasetMapper:
+    return SemanticDatasetMapper(
+        True, augmentations=[], image_format="BGR", num_classes=3, ignore_value=255
+    )
+
+
+def test_phone_photo_pairs_with_a_label_drawn_as_displayed(tmp_path):
+    (record,) = load_folder_dataset(*write_phone_photo(tmp_path, (96, 64)))
+    assert (record["height"], record["width"]) == (96, 64)
+    out = semantic_mapper()(record)
+    assert out["image"].shape == (3, 96, 64) and out["sem_seg"].shape == (96, 64)
+    # The label's top half is class 1: the rotated image lines up with it.
+    assert out["sem_seg"][:48].eq(1).all() and out["sem_seg"][48:].eq(0).all()
+
+
+def move_exif_behind_the_pixels(path) -> None:
+    """Rewrites a PNG with its eXIf chunk after the image data, where some writers put it."""
+    data = path.read_bytes()
+    chunks, position = [], 8
+    while position < len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        chunks.append(data[position : position + length + 12])
+        position += length + 12
+    exif = [chunk for chunk in chunks if chunk[4:8] == b"eXIf"]
+    others = [chunk for chunk in chunks if chunk[4:8] != b"eXIf"]
+    assert len(exif) == 1 and others[-1][4:8] == b"IEND"
+    path.write_bytes(data[:8] + b"".join(others[:-1] + exif + others[-1:]))
+
+
+def test_png_with_its_exif_behind_the_pixels_is_oriented_too(tmp_path):
+    images, labels = write_phone_photo(tmp_path, (96, 64))
+    photo = tmp_path / "images" / "photo.png"
+    write_exif_image(photo, 6, (64, 96))
+    (tmp_path / "images" / "photo.jpg").unlink()
+    move_exif_behind_the_pixels(photo)
+    (record,) = load_folder_dataset(images, labels)
+    assert (record["height"], record["width"]) == (96, 64)
+    assert semantic_mapper()(record)["image"].shape == (3, 96, 64)
+
+
+# A label of the photo as stored, and one of neither orientation: label size -> the error.
+LABELS_THAT_DO_NOT_FIT = {
+    "as_stored": (
+        (64, 96),
+        r"Label file .*photo\.png is 64x96 \(HxW\) but its image .*photo\.jpg is 96x64 \(HxW\) "
+        r"as displayed \(stored 64x96 with EXIF orientation 6: shown rotated 90° clockwise\): "
+        r"the label fits the image as stored, .* save the image without its EXIF orientation tag",
+    ),
+    "neither": (
+        (90, 64),
+        r"photo\.png is 90x64 \(HxW\) but its image .*photo\.jpg is 96x64 \(HxW\) as displayed "
+        r"\(stored 64x96 with EXIF orientation 6: .*\): they differ in either orientation",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", LABELS_THAT_DO_NOT_FIT, ids=list(LABELS_THAT_DO_NOT_FIT))
+def test_label_that_does_not_fit_the_photo_as_displayed_says_each_orientation(tmp_path, case):
+    label_size, message = LABELS_THAT_DO_NOT_FIT[case]
+    folders = write_phone_photo(tmp_path, label_size)
+    with pytest.raises(ValueError, match=message):
+        load_folder_dataset(*folders)
+    # The mapper, reading the decoded files, gives the same error.
+    (record,) = load_folder_dataset(*folders, check_sizes=False)
+    with pytest.raises(ValueError, match=message):
+        semantic_mapper()(record)
 
 
 @pytest.mark.usefixtures("temporary_datasets")

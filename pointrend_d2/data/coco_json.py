@@ -1,57 +1,21 @@
 """
-Instance-segmentation datasets in COCO format: the embedded "textured shapes" instances, and
-any COCO json registered with checks whose errors name the file, the image or annotation and
-the likely cause.
+Users' COCO-format instance json files, checked when first loaded, with errors that name the
+file, the image or annotation and the likely cause; and their registration
+(:func:`register_coco_instances`, detectron2's signature).
 
-Textured-shapes instances
--------------------------
-The images of :mod:`pointrend_d2.data.textured_shapes` (the same generator, pixel for pixel),
-with one instance per painted shape of the thing classes ``blob``, ``ring``, ``wire``, ``dot``
-(json category ids 1-4, the semantic label values; detectron2 contiguous ids 0-3). Later shapes
-occlude earlier ones: an instance's mask is its visible pixels, maybe in several pieces (still
-one instance, one RLE); void patches remove their pixels from every instance. Instances of
-fewer than :data:`MIN_INSTANCE_AREA` visible pixels are dropped. Rings keep their holes (use
-``INPUT.MASK_FORMAT bitmask``), wires are 1-4 px wide, dots are small and many, and shapes
-touch and overlap.
-
-On disk, one folder per split and set of generation parameters, cached and written atomically
-like the semantic splits::
-
-    <root>/instances_<split>-<key>/images/<split>_0000.png   RGB, uint8
-    <root>/instances_<split>-<key>/instances.json            COCO json, masks as compressed RLE
-    <root>/instances_<split>-<key>/parameters.json
-
-``<key>`` hashes :data:`INSTANCES_VERSION`, the image generator's
-:data:`~pointrend_d2.data.textured_shapes.DATASET_VERSION`, split, number of images, seed,
-height and width.
-
-:func:`register_textured_shapes_instances` registers ``textured_shapes_instances_train`` (64
-images) and ``textured_shapes_instances_val`` (16 images) of 256 x 384 px (seed 0) when
-``pointrend_d2`` is imported; they are generated on first use, in about 2.5 s and 0.6 s on one
-CPU core. Their instances (measured)::
-
-    split   images   blob   ring   wire   dot   total   per image (min-max)   dots per image
-    train       64    564    657    258   726    2205   34.5 (28-42)          8-15
-    val         16    142    161     70   188     561   35.1 (26-40)          8-14
-
-Median areas (train): blob 2500 px, ring 861, wire 245, dot 149. In pieces (occluded across):
-215 rings, 203 blobs, 53 wires, 12 dots of train; with a hole: 219 rings (the others are open
-arcs, or cut open by a later shape or the image border), 132 blobs (a later shape inside).
-
-COCO json files
----------------
-:func:`register_coco_instances` has detectron2's signature and registers detectron2's
-``load_coco_json`` records, after :func:`validate_coco_json` has checked the file: it must exist
-and be JSON with ``images``, ``annotations`` and ``categories``; every image file must exist
-under ``image_root`` (and the first few must have the json's size, read from their headers);
-every annotation must name an existing image and category, polygons must be flat lists of at
-least 3 points inside the image (with a margin), RLE sizes must be the image's. Annotations of
-zero area (no polygon or empty ones, an empty RLE, ``area`` 0, a bbox of zero width or height)
-are skipped with one warning that counts them. Dataset spec files (``DATASETS.FOLDER_SPECS``,
-:mod:`pointrend_d2.data.folder`) register COCO datasets through it.
+:func:`validate_coco_json` checks that the file exists and is JSON with ``images``,
+``annotations`` and ``categories``; that every image file exists under ``image_root`` (and that
+the first few have the json's size as displayed, read from their headers: see
+:mod:`pointrend_d2.data.image_io` for EXIF orientation); that every annotation names an existing
+image and category; that polygons are flat lists of at least 3 points inside the image (with a
+margin) and RLE sizes the image's; and that every box lies in its image (with the same margin)
+and covers its segmentation, give or take :data:`BOX_TOLERANCE` pixels: detectron2 clips boxes
+to the image and trains a mask inside its box, so a box elsewhere drops or cuts its instance
+without a word. Annotations of zero area (no polygon or empty ones, an empty RLE, ``area`` 0, a
+bbox of zero width or height) are skipped with one warning that counts them. Dataset spec files
+(``DATASETS.FOLDER_SPECS``, :mod:`pointrend_d2.data.folder`) register COCO datasets through
+:func:`register_coco_instances`.
 """
-
-from __future__ import annotations
 
 import contextlib
 import functools
@@ -62,273 +26,31 @@ import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.data.datasets.coco import load_coco_json
-from PIL import Image
 from pycocotools import mask as mask_util
 
-from . import textured_shapes
-from .textured_shapes import (
-    CLASSES,
-    COLORS,
-    _file_stem,
-    _keyed_dir,
-    _write_once,
-    _write_rgb_png,
-    default_dataset_root,
-    generate_textured_shapes_instances,
-    register_generated_splits,
-)
+from .image_io import read_image_geometry, size_mismatch_hint
+from .registration import register_dataset
 
 __all__ = [
-    "INSTANCES_VERSION",
-    "MIN_INSTANCE_AREA",
-    "THING_CLASSES",
-    "THING_COLORS",
-    "generate_textured_shapes_instances_split",
+    "BOX_TOLERANCE",
     "load_checked_coco_json",
     "register_coco_instances",
-    "register_textured_shapes_instances",
-    "textured_shapes_instance_annotations",
-    "textured_shapes_instances_json",
-    "textured_shapes_instances_split_dir",
     "validate_coco_json",
 ]
 
 logger = logging.getLogger(__name__)
 
-# Bump whenever the annotations written for the same images change; part of each folder's key.
-INSTANCES_VERSION = "textured_shapes_instances_v1"
-# Every class but background is a thing; its json category id is its semantic label value.
-THING_CLASSES: tuple[str, ...] = CLASSES[1:]
-THING_COLORS: tuple[tuple[int, int, int], ...] = COLORS[1:]
-# Instances with fewer visible pixels than this are dropped.
-MIN_INSTANCE_AREA = 4
-
-# Polygon coordinates may lie this fraction of the image size (plus one pixel) outside it.
+# Polygon and box coordinates may lie this fraction of the image size (plus one pixel) outside it.
 _OUTSIDE_MARGIN = 0.1
+# How far (pixels) a segmentation may reach beyond its box: rounding, as boxes computed from
+# polygons rasterised by pycocotools differ from the polygon's extent by less than a pixel.
+BOX_TOLERANCE = 2.0
 # How many images (the first, by id) have their size read from the file header by default.
 _DEFAULT_SIZE_CHECKS = 16
 # How many missing images or skipped annotations an error or warning names.
 _NAMED = 3
-
-
-# ------------------------------------------------------------------------------------------
-# Textured-shapes instances
-# ------------------------------------------------------------------------------------------
-
-
-def textured_shapes_instance_annotations(
-    label: np.ndarray, instance_map: np.ndarray, *, min_area: int = MIN_INSTANCE_AREA
-) -> list[dict]:
-    """
-    COCO annotations of one image from :func:`generate_textured_shapes_instances`'s label and
-    instance map, in painting order: ``category_id`` (the semantic label value, 1-4),
-    ``segmentation`` (compressed RLE, ``counts`` a str), ``area`` (pixels), ``bbox`` ([x, y, w,
-    h] of the mask) and ``iscrowd`` 0; no ``id`` nor ``image_id``. Instances of fewer than
-    ``min_area`` pixels are left out.
-    """
-    annotations = []
-    instance_ids, areas = np.unique(instance_map, return_counts=True)
-    for instance_id, area in zip(instance_ids.tolist(), areas.tolist(), strict=True):
-        if instance_id == 0 or area < min_area:
-            continue
-        mask = instance_map == instance_id
-        class_ids = np.unique(label[mask])
-        if class_ids.size != 1 or not 1 <= class_ids[0] < len(CLASSES):
-            raise AssertionError(f"Instance {instance_id} has the labels {class_ids.tolist()}")
-        rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-        annotations.append(
-            {
-                "category_id": int(class_ids[0]),
-                "segmentation": {
-                    "size": [int(v) for v in rle["size"]],
-                    "counts": rle["counts"].decode("ascii"),
-                },
-                "area": int(area),
-                "bbox": [float(v) for v in mask_util.toBbox(rle)],
-                "iscrowd": 0,
-            }
-        )
-    return annotations
-
-
-def _instances_parameters(split: str, num_images: int, seed: int, height: int, width: int) -> dict:
-    """Every parameter the files of an instance split depend on."""
-    return {
-        "version": INSTANCES_VERSION,
-        "image_version": textured_shapes.DATASET_VERSION,
-        "split": split,
-        "num_images": num_images,
-        "seed": seed,
-        "height": height,
-        "width": width,
-    }
-
-
-def textured_shapes_instances_split_dir(
-    root: str, split: str, num_images: int, *, seed: int = 0, height: int = 256, width: int = 384
-) -> str:
-    """
-    The folder of an instance split generated with these parameters:
-    ``<root>/instances_<split>-<key>``, ``<key>`` a hash of all of them, of
-    :data:`INSTANCES_VERSION` and of the image generator's version. Nothing is read or written.
-    """
-    parameters = _instances_parameters(split, num_images, seed, height, width)
-    return _keyed_dir(root, f"instances_{split}", parameters)
-
-
-def textured_shapes_instances_json(split_dir: str) -> str:
-    """The COCO json of an instance split folder: ``<split_dir>/instances.json``."""
-    return os.path.join(split_dir, "instances.json")
-
-
-def generate_textured_shapes_instances_split(
-    root: str,
-    split: str,
-    num_images: int,
-    *,
-    seed: int = 0,
-    height: int = 256,
-    width: int = 384,
-) -> str:
-    """
-    Writes ``num_images`` images of ``split`` and their COCO json into
-    :func:`textured_shapes_instances_split_dir` unless that folder exists: then it was generated
-    with the same parameters and is returned as is. Written into a temporary sibling folder and
-    renamed into place, so an existing folder is always complete (see
-    :func:`~pointrend_d2.data.textured_shapes.generate_textured_shapes_split`).
-
-    Returns:
-        The split folder, with ``images/``, ``instances.json`` and ``parameters.json``.
-    """
-    split_dir = textured_shapes_instances_split_dir(
-        root, split, num_images, seed=seed, height=height, width=width
-    )
-    parameters = _instances_parameters(split, num_images, seed, height, width)
-
-    def write(folder: str) -> None:
-        image_dir = os.path.join(folder, "images")
-        os.makedirs(image_dir)
-        images, annotations = [], []
-        for index in range(num_images):
-            image, label, instance_map = generate_textured_shapes_instances(
-                seed, split, index, height, width
-            )
-            file_name = _file_stem(split, index) + ".png"
-            _write_rgb_png(os.path.join(image_dir, file_name), image)
-            image_id = index + 1
-            images.append(
-                {"id": image_id, "file_name": file_name, "height": height, "width": width}
-            )
-            for annotation in textured_shapes_instance_annotations(label, instance_map):
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, **annotation})
-        coco = {
-            "info": {
-                "description": f"Textured shapes instances, split {split!r}",
-                "version": INSTANCES_VERSION,
-                "parameters": parameters,
-            },
-            "licenses": [],
-            "images": images,
-            "annotations": annotations,
-            "categories": [
-                {"id": CLASSES.index(name), "name": name, "supercategory": "shape"}
-                for name in THING_CLASSES
-            ],
-        }
-        with open(textured_shapes_instances_json(folder), "w") as f:
-            json.dump(coco, f)
-
-    return _write_once(
-        root,
-        split_dir,
-        split,
-        parameters,
-        write,
-        f"{num_images} {height}x{width} images of the textured-shapes instances '{split}' split",
-    )
-
-
-def _generate_and_load_instances(
-    root: str, split: str, num_images: int, seed: int, height: int, width: int, name: str
-) -> list[dict]:
-    """The function registered in DatasetCatalog: generates the split on first use, loads it."""
-    split_dir = generate_textured_shapes_instances_split(
-        root, split, num_images, seed=seed, height=height, width=width
-    )
-    return load_checked_coco_json(
-        textured_shapes_instances_json(split_dir), os.path.join(split_dir, "images"), name
-    )
-
-
-def register_textured_shapes_instances(
-    root: str | None = None,
-    *,
-    num_train: int = 64,
-    num_val: int = 16,
-    seed: int = 0,
-    height: int = 256,
-    width: int = 384,
-    prefix: str = "textured_shapes_instances",
-) -> list[str]:
-    """
-    Registers ``f"{prefix}_train"`` and ``f"{prefix}_val"`` in detectron2's DatasetCatalog and
-    MetadataCatalog (``thing_classes``, ``thing_colors``, ``evaluator_type="coco"``, ``json_file``,
-    ``image_root``, ``thing_dataset_id_to_contiguous_id``, ``dataset_root``). Cheap: a split is
-    generated when ``DatasetCatalog.get`` first asks for it, so ``json_file`` names the file it
-    will be written to, and exists once the dataset has been loaded.
-
-    Idempotent: names already registered with the same root and parameters are left alone.
-
-    Args:
-        root: dataset directory; defaults to
-            :func:`~pointrend_d2.data.textured_shapes.default_dataset_root`.
-        num_train, num_val: number of images per split.
-        seed: dataset seed.
-        height, width: image size in pixels.
-        prefix: name prefix of the registered datasets.
-
-    Returns:
-        The registered dataset names, train first.
-
-    Raises:
-        ValueError: if a name is already registered with a different root or parameters.
-    """
-    root = os.path.abspath(os.path.expanduser(root if root is not None else default_dataset_root()))
-
-    def split_dir(split: str, num_images: int) -> str:
-        return textured_shapes_instances_split_dir(
-            root, split, num_images, seed=seed, height=height, width=width
-        )
-
-    def metadata(split_dir: str) -> dict:
-        return {
-            "thing_classes": list(THING_CLASSES),
-            "thing_colors": [list(color) for color in THING_COLORS],
-            "thing_dataset_id_to_contiguous_id": {
-                CLASSES.index(c): i for i, c in enumerate(THING_CLASSES)
-            },
-            "evaluator_type": "coco",
-            "dataset_root": root,
-            "json_file": textured_shapes_instances_json(split_dir),
-            "image_root": os.path.join(split_dir, "images"),
-        }
-
-    return register_generated_splits(
-        prefix,
-        {"train": num_train, "val": num_val},
-        split_dir,
-        lambda split, num_images, name: _generate_and_load_instances(
-            root, split, num_images, seed, height, width, name
-        ),
-        metadata,
-    )
-
-
-# ------------------------------------------------------------------------------------------
-# Checked COCO json
-# ------------------------------------------------------------------------------------------
 
 
 def _read_coco_json(json_file: str) -> dict:
@@ -467,25 +189,18 @@ def _check_images(
     checked = sorted(images_by_id.values(), key=lambda i: i["id"])
     for image in checked if num_size_checks is None else checked[:num_size_checks]:
         path = os.path.join(image_root, image["file_name"])
-        try:
-            with Image.open(path) as opened:
-                width, height = opened.size
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ValueError(
-                f"COCO json {json_file}: image {image['id']} ({path}) cannot be read as an "
-                f"image: {e}"
-            ) from e
         expected = (image["height"], image["width"])
-        if (height, width) != expected:
-            hint = (
-                "height and width swapped in the json, or the image stored rotated (EXIF "
-                "orientation)?"
-                if (width, height) == expected
-                else "were the images resized after the json was written?"
-            )
+        try:
+            geometry = read_image_geometry(path)
+            if geometry.size != expected:
+                geometry = read_image_geometry(path, exact=True)
+        except ValueError as e:
+            raise ValueError(f"COCO json {json_file}: image {image['id']}: {e}") from e
+        if geometry.size != expected:
             raise ValueError(
-                f"COCO json {json_file}: image {image['id']} ({path}) is {height}x{width} "
-                f"(HxW) but the json says {expected[0]}x{expected[1]}; {hint}"
+                f"COCO json {json_file}: image {image['id']} ({path}) is {geometry.describe()} "
+                f"but the json says {expected[0]}x{expected[1]}; "
+                f"{size_mismatch_hint(expected, geometry, 'the json')}"
             )
     return images_by_id
 
@@ -516,14 +231,17 @@ def _sorted_ids(ids) -> list:
     return sorted(ids, key=_id_key)
 
 
-def _check_polygons(where: str, polygons: list, height: int, width: int) -> float:
-    """Checks a polygon segmentation; returns its (shoelace) area, 0 for no or empty polygons."""
+def _check_polygons(where: str, polygons: list, height: int, width: int) -> tuple[float, tuple]:
+    """
+    Checks a polygon segmentation; returns its (shoelace) area, 0 for no or empty polygons, and
+    its extent (x0, y0, x1, y1), None for those.
+    """
     if polygons and all(_is_number(v) for v in polygons):
         raise ValueError(
             f"{where}: 'segmentation' is a flat list of {len(polygons)} numbers; it must be a "
             "list of polygons, each a flat list [x1, y1, x2, y2, ...]: wrap it in another list"
         )
-    area = 0.0
+    area, xs_all, ys_all = 0.0, [], []
     for k, polygon in enumerate(polygons):
         if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
             raise ValueError(
@@ -554,11 +272,17 @@ def _check_polygons(where: str, polygons: list, height: int, width: int) -> floa
                 f"{min(ys):g}..{max(ys):g}, far outside the {height}x{width} (HxW) image; {hint}"
             )
         area += _polygon_area(polygon)
-    return area
+        xs_all += xs
+        ys_all += ys
+    extent = (min(xs_all), min(ys_all), max(xs_all), max(ys_all)) if xs_all else None
+    return area, extent
 
 
-def _check_rle(where: str, rle: dict, height: int, width: int) -> int:
-    """Checks an RLE segmentation (compressed or not); returns its area in pixels."""
+def _check_rle(where: str, rle: dict, height: int, width: int) -> tuple[int, tuple]:
+    """
+    Checks an RLE segmentation (compressed or not); returns its area in pixels and its extent
+    (x0, y0, x1, y1), None for an empty mask.
+    """
     if "size" not in rle or "counts" not in rle:
         raise ValueError(
             f"{where}: an RLE 'segmentation' needs 'size' and 'counts', got {sorted(rle)}"
@@ -582,12 +306,16 @@ def _check_rle(where: str, rle: dict, height: int, width: int) -> int:
                 f"{where}: uncompressed RLE counts must be non-negative integers that add up to "
                 f"height x width = {height * width} pixels"
             )
-        return int(mask_util.area(mask_util.frPyObjects(rle, height, width)))
-    if not isinstance(counts, str | bytes):
+        compressed = mask_util.frPyObjects(rle, height, width)
+    elif isinstance(counts, str | bytes):
+        compressed = {"size": size, "counts": counts}
+    else:
         raise ValueError(
             f"{where}: RLE counts must be a string or a list, got {type(counts).__name__}"
         )
-    return int(mask_util.area({"size": size, "counts": counts}))
+    area = int(mask_util.area(compressed))
+    x, y, box_width, box_height = mask_util.toBbox(compressed).tolist()
+    return area, (x, y, x + box_width, y + box_height) if area else None
 
 
 def _check_annotations(json_file: str, coco: dict, images_by_id: dict[int, dict]) -> list[int]:
@@ -634,47 +362,102 @@ def _check_annotations(json_file: str, coco: dict, images_by_id: dict[int, dict]
                 f"{known[:20]}{' ...' if len(known) > 20 else ''}); {hint}"
             )
 
-        if annotation.get("ignore", 0):
-            raise ValueError(
-                f"{where}: 'ignore' is set, which detectron2 does not support; mark regions to "
-                "ignore as crowd ('iscrowd': 1) instead"
-            )
-        zero = False
-        bbox = annotation.get("bbox")
-        if bbox is None:
-            raise ValueError(
-                f"{where}: no 'bbox'; every COCO annotation needs [x, y, width, height] (from a "
-                "mask: pycocotools.mask.toBbox)"
-            )
-        else:
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
-                raise ValueError(f"{where}: 'bbox' must be [x, y, width, height], got {bbox!r}")
-            if bbox[2] < 0 or bbox[3] < 0:
-                raise ValueError(
-                    f"{where}: 'bbox' {bbox} has a negative width or height; COCO boxes are "
-                    "[x, y, width, height], not [x0, y0, x1, y1]"
-                )
-            zero |= bbox[2] == 0 or bbox[3] == 0
-        area = annotation.get("area")
-        if area is not None:
-            if not _is_number(area) or area < 0:
-                raise ValueError(f"{where}: 'area' must be a non-negative number, got {area!r}")
-            zero |= area == 0
-
-        segmentation = annotation.get("segmentation")
-        height, width = image["height"], image["width"]
-        if isinstance(segmentation, list):
-            zero |= _check_polygons(where, segmentation, height, width) == 0
-        elif isinstance(segmentation, dict):
-            zero |= _check_rle(where, segmentation, height, width) == 0
-        elif segmentation is not None:
-            raise ValueError(
-                f"{where}: 'segmentation' must be a list of polygons or an RLE dict, got a "
-                f"{type(segmentation).__name__}"
-            )
-        if zero:
+        if not _check_annotation_geometry(where, annotation, image["height"], image["width"]):
             zero_area.append(annotation_id)
     return zero_area
+
+
+def _check_annotation_geometry(where: str, annotation: dict, height: int, width: int) -> bool:
+    """Checks an annotation's box and segmentation; whether it has an area (False: skipped)."""
+    if annotation.get("ignore", 0):
+        raise ValueError(
+            f"{where}: 'ignore' is set, which detectron2 does not support; mark regions to "
+            "ignore as crowd ('iscrowd': 1) instead"
+        )
+    bbox = annotation.get("bbox")
+    if bbox is None:
+        raise ValueError(
+            f"{where}: no 'bbox'; every COCO annotation needs [x, y, width, height] (from a "
+            "mask: pycocotools.mask.toBbox)"
+        )
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
+        raise ValueError(f"{where}: 'bbox' must be [x, y, width, height], got {bbox!r}")
+    if bbox[2] < 0 or bbox[3] < 0:
+        raise ValueError(
+            f"{where}: 'bbox' {bbox} has a negative width or height; COCO boxes are "
+            "[x, y, width, height], not [x0, y0, x1, y1]"
+        )
+    area = annotation.get("area")
+    if area is not None and (not _is_number(area) or area < 0):
+        raise ValueError(f"{where}: 'area' must be a non-negative number, got {area!r}")
+
+    segmentation = annotation.get("segmentation")
+    if isinstance(segmentation, list):
+        segmentation_area, extent = _check_polygons(where, segmentation, height, width)
+    elif isinstance(segmentation, dict):
+        segmentation_area, extent = _check_rle(where, segmentation, height, width)
+    elif segmentation is None:
+        segmentation_area, extent = None, None
+    else:
+        raise ValueError(
+            f"{where}: 'segmentation' must be a list of polygons or an RLE dict, got a "
+            f"{type(segmentation).__name__}"
+        )
+    if bbox[2] == 0 or bbox[3] == 0 or area == 0 or segmentation_area == 0:
+        return False
+    _check_box_placement(where, bbox, extent, height, width)
+    return True
+
+
+def _check_box_placement(where: str, bbox: list, extent, height: int, width: int) -> None:
+    """
+    Checks that a box lies in its image (with the margin polygons have) and covers its
+    segmentation's ``extent`` (x0, y0, x1, y1; None: no segmentation) within the image.
+    """
+    x0, y0, x1, y1 = bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]
+    inside = _inside([x0, x1], [y0, y1], height, width)
+    box = f"{where}: 'bbox' {bbox} (x {x0:g}..{x1:g}, y {y0:g}..{y1:g})"
+    image = f"the {height}x{width} (HxW) image"
+    if extent is None:
+        if not inside:
+            hint = (
+                "x and y swapped? COCO boxes are [x, y, width, height], x the column"
+                if _inside([y0, y1], [x0, x1], height, width)
+                else "does the annotation belong to another image, or are the image's height "
+                "and width in the json wrong?"
+            )
+            raise ValueError(f"{box} lies far outside {image}; {hint}")
+        return
+    ex0, ey0 = max(extent[0], 0), max(extent[1], 0)
+    ex1, ey1 = min(extent[2], width), min(extent[3], height)
+    covers = (x0 <= ex0 + BOX_TOLERANCE and y0 <= ey0 + BOX_TOLERANCE) and (
+        x1 >= ex1 - BOX_TOLERANCE and y1 >= ey1 - BOX_TOLERANCE
+    )
+    if covers and inside:
+        return
+    # What detectron2 makes of the box: clipped to the image, an instance dropped if empty.
+    if covers:
+        consequence = "detectron2 would clip it to the image, a box far larger than the object"
+    elif min(x1, width) <= max(x0, 0) or min(y1, height) <= max(y0, 0):
+        consequence = (
+            "detectron2 would clip the box to the image, leaving nothing of it, and drop the "
+            "annotation from training"
+        )
+    else:
+        consequence = (
+            "detectron2 would clip the box to the image and train the mask only inside it, "
+            "cutting the mask away"
+        )
+    segmentation = f"x {ex0:g}..{ex1:g}, y {ey0:g}..{ey1:g}"
+    problem = (
+        f"lies far outside {image}, while its segmentation lies at {segmentation}"
+        if not inside
+        else f"does not cover its segmentation, which lies at {segmentation} in {image}"
+    )
+    raise ValueError(
+        f"{box} {problem}: {consequence}. Recompute the bbox from the segmentation "
+        "(pycocotools.mask.toBbox of its RLE)"
+    )
 
 
 def validate_coco_json(
@@ -809,19 +592,9 @@ def register_coco_instances(
         if not isinstance(value, str | os.PathLike):
             raise TypeError(f"Dataset {name!r}: {what} must be a path, got {value!r}")
     json_file, image_root = os.fspath(json_file), os.fspath(image_root)
-    if name in DatasetCatalog.list():
-        registered = MetadataCatalog.get(name)
-        if (registered.get("json_file"), registered.get("image_root")) != (json_file, image_root):
-            raise ValueError(
-                f"Dataset {name!r} is already registered with json_file "
-                f"{registered.get('json_file')!r} and image_root "
-                f"{registered.get('image_root')!r}, not {json_file!r} and {image_root!r}"
-            )
-        return name
-    DatasetCatalog.register(
-        name, functools.partial(load_checked_coco_json, json_file, image_root, name)
+    return register_dataset(
+        name,
+        functools.partial(load_checked_coco_json, json_file, image_root, name),
+        {"json_file": json_file, "image_root": image_root, "evaluator_type": "coco", **metadata},
+        identity=("json_file", "image_root"),
     )
-    MetadataCatalog.get(name).set(
-        json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata
-    )
-    return name

@@ -2,21 +2,14 @@
 The dataset mapper for semantic segmentation: reads a record's image and label file, checks them
 (errors name the file), applies the augmentations and returns tensors for the model.
 
-What it accepts, per file:
-
-* Images: 8-bit RGB; other 8-bit modes are converted to RGB with a logged note, once per mode
-  (grayscale and palette images: their colours; RGBA: the alpha channel is dropped, not
-  composited; CMYK, YCbCr: converted). Images of more than 8 bits per channel (16-bit grayscale,
-  32-bit integer or float: PIL modes I;16, I, F) are refused: PIL would clip them to 8 bits, not
-  rescale them, and only the user knows their range. Float images are also where NaN or inf could
-  hide; no 8-bit image can hold one.
-* Labels: single-channel integer images (PIL modes L, P, I;16, I, 1) of the image's size, whose
-  values are class indices ``0..K-1`` (``0..1`` for a single foreground logit, K = 1) or the
-  ignore value. Colour-coded labels (RGB) are refused: they must be converted to indices first.
+Images are read by :class:`pointrend_d2.data.image_io.ImageReader` (modes, EXIF orientation).
+Labels: single-channel integer images (PIL modes L, P, I;16, I, 1) of the image's size as
+displayed (both files' EXIF orientation applied), whose values are class indices ``0..K-1``
+(``0..1`` for a single foreground logit, K = 1) or the ignore value. Colour-coded labels (RGB)
+are refused: they must be converted to indices first.
 """
 
 import copy
-import logging
 
 import numpy as np
 import torch
@@ -24,44 +17,11 @@ from detectron2.config import CfgNode, configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.utils.file_io import PathManager
-from PIL import Image, ImageOps
 
 from .augmentation import build_semantic_train_augmentation
+from .image_io import ImageReader, label_size_error, read_image_file, read_image_geometry
 
-__all__ = ["SemanticDatasetMapper", "read_image_file"]
-
-logger = logging.getLogger(__name__)
-
-# PIL modes of more than 8 bits per channel, which PIL's convert("RGB") clips rather than scales.
-_HIGH_BIT_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-# What PIL raises for a file that is not an image, or a truncated or corrupt one.
-_CORRUPT_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
-
-
-def read_image_file(file_name: str, kind: str) -> Image.Image:
-    """
-    Open and decode an image file completely (so that a truncated file fails here), applying its
-    EXIF orientation as detectron2's ``read_image`` does.
-
-    Args:
-        file_name: path (or detectron2 PathManager URL) of the file.
-        kind: what the file is, for the error messages ("Image", "Label").
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file cannot be decoded as an image.
-    """
-    try:
-        with PathManager.open(file_name, "rb") as f:
-            image = Image.open(f)
-            image.load()
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{kind} file {file_name} does not exist") from error
-    except _CORRUPT_IMAGE_ERRORS as error:
-        raise ValueError(f"{kind} file {file_name} is not a readable image: {error}") from error
-    ImageOps.exif_transpose(image, in_place=True)
-    return image
+__all__ = ["SemanticDatasetMapper"]
 
 
 class SemanticDatasetMapper(DatasetMapper):
@@ -91,6 +51,7 @@ class SemanticDatasetMapper(DatasetMapper):
             ignore_value: the label value of ignored pixels.
         """
         super().__init__(is_train, augmentations=augmentations, image_format=image_format)
+        self.image_reader = ImageReader(image_format)
         self.num_classes = num_classes
         # A single foreground logit is trained on labels 0 (background) and 1 (foreground).
         self.num_label_values = max(num_classes, 2)
@@ -98,7 +59,6 @@ class SemanticDatasetMapper(DatasetMapper):
         # Valid labels are stored as uint8 when they fit, like detectron2's label PNGs.
         fits_uint8 = self.num_label_values <= 256 and 0 <= ignore_value <= 255
         self.label_dtype = np.uint8 if fits_uint8 else np.int32
-        self._converted_modes: set[str] = set()
 
     @classmethod
     def from_config(cls, cfg: CfgNode, is_train: bool = True):
@@ -127,11 +87,13 @@ class SemanticDatasetMapper(DatasetMapper):
             FileNotFoundError, ValueError: naming the file (see the module docstring).
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        image_file = dataset_dict["file_name"]
-        image = self.read_image(image_file)
-        utils.check_image_size(dataset_dict, image)
+        image = self.image_reader.read_record(dataset_dict)
         label_file = dataset_dict.pop("sem_seg_file_name", None)
-        labels = None if label_file is None else self.read_labels(label_file, image_file, image)
+        labels = (
+            None
+            if label_file is None
+            else self.read_labels(label_file, dataset_dict["file_name"], image)
+        )
 
         aug_input = T.AugInput(image, sem_seg=labels)
         self.augmentations(aug_input)
@@ -141,23 +103,6 @@ class SemanticDatasetMapper(DatasetMapper):
         if labels is not None:
             dataset_dict["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
         return dataset_dict
-
-    def read_image(self, file_name: str) -> np.ndarray:
-        """(H, W, C) uint8 image in ``image_format`` (see the module docstring for the modes)."""
-        image = read_image_file(file_name, "Image")
-        if image.mode in _HIGH_BIT_DEPTH_MODES:
-            raise ValueError(
-                f"Image file {file_name} has PIL mode {image.mode}, more than 8 bits per pixel; "
-                "pointrend_d2 reads 8-bit images: convert it to 8-bit RGB, scaling its values to "
-                "0-255 as its range requires"
-            )
-        if image.mode != "RGB" and image.mode not in self._converted_modes:
-            self._converted_modes.add(image.mode)
-            logger.info(
-                f"Image file {file_name} has PIL mode {image.mode}: converted to RGB (alpha "
-                f"dropped, if any); later {image.mode} images are converted without a note"
-            )
-        return utils.convert_PIL_to_numpy(image, self.image_format)
 
     def read_labels(self, file_name: str, image_file: str, image: np.ndarray) -> np.ndarray:
         """
@@ -182,9 +127,9 @@ class SemanticDatasetMapper(DatasetMapper):
         if labels.dtype == np.bool_:  # mode "1"
             labels = labels.astype(np.uint8)
         if labels.shape != image.shape[:2]:
-            raise ValueError(
-                f"Label file {file_name} is {labels.shape[0]}x{labels.shape[1]} (HxW) but its "
-                f"image {image_file} is {image.shape[0]}x{image.shape[1]}"
+            raise label_size_error(
+                read_image_geometry(file_name, "Label", exact=True),
+                read_image_geometry(image_file, "Image", exact=True),
             )
         self.check_label_values(labels, file_name)
         return labels.astype(self.label_dtype, copy=False)
