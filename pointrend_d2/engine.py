@@ -21,7 +21,6 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import (
     CityscapesInstanceEvaluator,
     CityscapesSemSegEvaluator,
-    COCOEvaluator,
     DatasetEvaluator,
     DatasetEvaluators,
 )
@@ -38,7 +37,12 @@ from .data.catalog import (
 )
 from .data.instance_mapper import InstanceDatasetMapper
 from .data.semantic_mapper import SemanticDatasetMapper
-from .evaluation import BoundaryIoUEvaluator, COCOBoundaryEvaluator, SemSegIoUEvaluator
+from .evaluation import (
+    BoundaryIoUEvaluator,
+    COCOBoundaryEvaluator,
+    COCOInstanceEvaluator,
+    SemSegIoUEvaluator,
+)
 
 
 def build_evaluator(
@@ -63,7 +67,7 @@ def build_evaluator(
             return COCOBoundaryEvaluator(
                 dataset_name, output_folder, dilation_ratio=boundary.DILATION_RATIO
             )
-        return COCOEvaluator(dataset_name, output_dir=output_folder)
+        return COCOInstanceEvaluator(dataset_name, output_dir=output_folder)
     if evaluator_type == "cityscapes_instance":
         return CityscapesInstanceEvaluator(dataset_name)
     if evaluator_type == "sem_seg":

@@ -29,6 +29,7 @@ from detectron2.utils.logger import setup_logger
 
 from pointrend_d2.config import setup_cfg
 from pointrend_d2.data import register_datasets_from_config
+from pointrend_d2.data.image_io import ImageReader
 from pointrend_d2.evaluation import boundary_band
 from pointrend_d2.predictor import Predictor
 from pointrend_d2.visualization import colorize_labels
@@ -153,16 +154,17 @@ def main(argv=None) -> None:
     metadata = MetadataCatalog.get(dataset_name)
     records = DatasetCatalog.get(dataset_name)[: args.max_images]
 
+    read_rgb = ImageReader("RGB")
     samples = []
     for record in tqdm.tqdm(records, unit="image"):
-        bgr = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
+        rgb = read_rgb(record["file_name"])
         gt = load_image_into_numpy_array(record["sem_seg_file_name"], dtype=int)
         predictions = [
             predictor(record["file_name"])["sem_seg"].argmax(dim=0).cpu().numpy()
             for predictor in (baseline, pointrend)
         ]
         gt_boundary = boundary_band(gt, BOUNDARY_DISTANCE) & (gt != metadata.ignore_label)
-        samples.append((bgr[:, :, ::-1], gt, predictions, gt_boundary))
+        samples.append((rgb, gt, predictions, gt_boundary))
     crop_size = min([args.crop_size] + [min(gt.shape) for _, gt, _, _ in samples])
     candidates = []
     for index, (_, _, predictions, gt_boundary) in enumerate(samples):
