@@ -9,6 +9,11 @@ from .boundary_iou import (
     boundary_distance,
     boundary_iou_counts,
 )
+from .instance_size_thinness import BinnedCOCOeval, COCOSizeThinnessEvaluator
+from .object_measures import BINNINGS, SIZE_BINNING, WIDTH_BINNING, Binning, object_width
+from .size_thinness import SemSegSizeThinnessEvaluator, semantic_breakdown
+from .stage_breakdown import StageBreakdown
+from .stage_outputs import instance_stage_outputs, semantic_stage_outputs
 
 __all__ = [
     "BoundaryIoUEvaluator",
@@ -17,4 +22,16 @@ __all__ = [
     "boundary_band",
     "boundary_distance",
     "boundary_iou_counts",
+    "BINNINGS",
+    "SIZE_BINNING",
+    "WIDTH_BINNING",
+    "BinnedCOCOeval",
+    "Binning",
+    "COCOSizeThinnessEvaluator",
+    "SemSegSizeThinnessEvaluator",
+    "StageBreakdown",
+    "instance_stage_outputs",
+    "object_width",
+    "semantic_breakdown",
+    "semantic_stage_outputs",
 ]
