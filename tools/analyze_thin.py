@@ -20,7 +20,8 @@ with the coarse head's S x S masks, the point head's initial grid (28 x 28) and 
 Models without PointRend (baselines) get the same tables for their output alone.
 
 The tables are printed; --markdown PATH appends them to PATH as a dated section with this command,
---json PATH writes the results to a new file.
+--json PATH writes the results to a new file. The tool's options go before the config options
+(KEY VALUE ...), which end the command line.
 """
 
 import argparse
@@ -145,7 +146,9 @@ def per_class_table(counts, stages, names, binning, class_names) -> str:
             ]
         )
     headers = [f"class \\ {binning.name} ({' → '.join(names[s] for s in stages)})"]
-    return tabulate(rows, headers=headers + list(binning.labels), tablefmt="pipe")
+    return tabulate(
+        rows, headers=headers + list(binning.labels), tablefmt="pipe", disable_numparse=True
+    )
 
 
 class Stages(NamedTuple):

@@ -11,7 +11,7 @@ image), in pixels:
   and everything beyond the image border counting as outside. It is the diameter of the largest
   disc that fits in the object, measured so that an axis-aligned strip n pixels wide has width
   exactly n (a 1 px line 1, a 2 px line 2) and a digital disc of diameter D a width between
-  D - 2 and D. Bins: <= 2 px, (2, 4] px, (4, 8] px, > 8 px.
+  D - 2.5 and D. Bins: <= 2 px, (2, 4] px, (4, 8] px, > 8 px.
 
 Why the largest disc: PointRend's coarse map samples the image every ``stride`` pixels (4 for
 SemanticFPN, 8 or 16 for DeepLab, a box / 7 for instance masks). An object whose widest part is

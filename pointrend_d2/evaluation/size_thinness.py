@@ -124,6 +124,11 @@ def semantic_breakdown(
     :func:`semantic_object_counts` (or of their sum over images): of one class, or of all classes
     together (``class_id`` None).
     """
+    if binning not in BINNINGS:
+        raise ValueError(
+            f"binning {binning.name!r}: the counts are by the bins of "
+            f"{[b.name for b in BINNINGS]} only (pointrend_d2.evaluation.BINNINGS)"
+        )
     selected = counts.sum(axis=0) if class_id is None else counts[class_id]
     other_binnings = tuple(i for i in range(len(BINNINGS)) if BINNINGS[i] is not binning)
     return StageBreakdown(tuple(stages), binning.labels, selected.sum(axis=other_binnings))

@@ -6,12 +6,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from detectron2.evaluation import DatasetEvaluators
 from PIL import Image
 
 from pointrend_d2.evaluation import (
     SIZE_BINNING,
     WIDTH_BINNING,
     Binning,
+    SemSegIoUEvaluator,
     SemSegSizeThinnessEvaluator,
     StageBreakdown,
     object_width,
@@ -236,6 +238,9 @@ def test_semantic_breakdown_marginalizes_classes_and_the_other_binning(label_sce
     damaged = int(masks["damaged"].sum())
     assert thing.counts[SMALL].tolist() == [0, damaged, 100, 317 - damaged]
     assert thing.total().tolist() == [417, 0, 0]
+    other = Binning("elongation", ("round", "long"), (3,), True, object_area)
+    with pytest.raises(ValueError, match=r"the counts are by the bins of \['size', 'width'\]"):
+        semantic_breakdown(counts["pixel"], ("coarse", "refined"), other)
 
 
 def test_semantic_counts_reject_bad_labels_and_shapes():
@@ -289,7 +294,7 @@ def test_evaluator_reports_recall_by_bin_for_each_stage(scene_dataset, label_sce
     assert results["coarse_sem_seg/object_recall/width2-4px"] == 50
     assert np.isnan(results["sem_seg/pixel_recall/width4-8px"])  # no such object
     assert np.isnan(results["sem_seg/pixel_recall/large"])
-    assert evaluator.summed_counts["pixel"].sum() == (64 * 64 - 16) * 1
+    assert evaluator.summed_counts["pixel"].sum() == 64 * 64 - 16  # all but the ignore patch
     written = json.loads((tmp_path / "size_thinness_evaluation.json").read_text())
     assert written["per_class"]["wire"]["sem_seg/pixel_recall/width<=2px"] == 100
     assert written["per_class"]["pole"]["coarse_sem_seg->sem_seg/missed_pixels/small"] == 50
@@ -315,6 +320,18 @@ def test_evaluator_names_missing_outputs_and_the_bad_ground_truth_file(tmp_path,
         )
     with pytest.raises(ValueError, match="prediction_keys must be 1 to 16 distinct keys"):
         SemSegSizeThinnessEvaluator(name, prediction_keys=("sem_seg", "sem_seg"))
+
+
+def test_evaluator_runs_beside_the_miou_evaluator(scene_dataset, label_scene):
+    _, _, refined, _ = label_scene
+    evaluators = DatasetEvaluators(
+        [SemSegIoUEvaluator(scene_dataset), SemSegSizeThinnessEvaluator(scene_dataset)]
+    )
+    evaluators.reset()
+    evaluators.process([{"file_name": "image.png"}], [{"sem_seg": one_hot_scores(refined)}])
+    results = evaluators.evaluate()
+    assert set(results) == {"sem_seg", "size_thinness"}
+    assert results["size_thinness"]["sem_seg/pixel_recall/width<=2px"] == 100
 
 
 def test_evaluator_without_images_warns_and_returns_nothing(scene_dataset):
