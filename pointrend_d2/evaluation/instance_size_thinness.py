@@ -200,15 +200,18 @@ class COCOSizeThinnessEvaluator(COCOEvaluator):
                     f"have {sorted(instances.get_fields())}); mask_fields must name fields of "
                     "the model's instances"
                 )
+            coco_json = instances_to_coco_json(instances, input["image_id"])
+            stage_masks = {
+                # COCOEvaluator's json already holds the RLEs of pred_masks: not a second copy.
+                field: (
+                    [result["segmentation"] for result in coco_json]
+                    if field == "pred_masks"
+                    else [mask_to_rle(mask) for mask in instances.get(field).numpy()]
+                )
+                for field in self._mask_fields
+            }
             self._predictions.append(
-                {
-                    "image_id": input["image_id"],
-                    "instances": instances_to_coco_json(instances, input["image_id"]),
-                    "stage_masks": {
-                        field: [mask_to_rle(mask) for mask in instances.get(field).numpy()]
-                        for field in self._mask_fields
-                    },
-                }
+                {"image_id": input["image_id"], "instances": coco_json, "stage_masks": stage_masks}
             )
 
     def _eval_predictions(self, predictions, img_ids=None):

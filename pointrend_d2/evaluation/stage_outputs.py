@@ -152,7 +152,9 @@ def instance_stage_outputs(model: nn.Module, batched_inputs: list[dict]) -> list
             mask_features, boxes, coarse_logits, grid, classes
         ).view(-1, 1, initial, initial)
         if coarse_logits.shape[1] > 1:  # the logit of each box's class
-            coarse_logits = coarse_logits[torch.arange(len(classes)), classes].unsqueeze(1)
+            coarse_logits = coarse_logits[
+                torch.arange(len(classes), device=classes.device), classes
+            ].unsqueeze(1)
         for field, logits in (("coarse_masks", coarse_logits), ("initial_masks", initial_logits)):
             stage_logits[field] = F.interpolate(
                 logits, size=(side, side), mode="bilinear", align_corners=False
