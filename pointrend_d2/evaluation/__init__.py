@@ -1,5 +1,6 @@
-"""Evaluation of semantic segmentation beyond detectron2's: Boundary IoU, and IoU without
-detectron2's multi-class "BoundaryIoU" keys; Boundary AP of instance segmentation."""
+"""Evaluation beyond detectron2's: Boundary IoU, and IoU without detectron2's multi-class
+"BoundaryIoU" keys; Boundary AP of instance segmentation; COCO json evaluated as labelling tools
+write it; results broken down by object size and thinness, coarse stage against refined."""
 
 from .boundary_ap import COCOBoundaryEvaluator
 from .boundary_iou import (
@@ -10,6 +11,11 @@ from .boundary_iou import (
     boundary_iou_counts,
 )
 from .coco_ground_truth import COCOInstanceEvaluator
+from .instance_size_thinness import BinnedCOCOeval, COCOSizeThinnessEvaluator
+from .object_measures import BINNINGS, SIZE_BINNING, WIDTH_BINNING, Binning, object_width
+from .size_thinness import SemSegSizeThinnessEvaluator, semantic_breakdown
+from .stage_breakdown import StageBreakdown
+from .stage_outputs import instance_stage_outputs, semantic_stage_outputs
 
 __all__ = [
     "BoundaryIoUEvaluator",
@@ -19,4 +25,16 @@ __all__ = [
     "boundary_band",
     "boundary_distance",
     "boundary_iou_counts",
+    "BINNINGS",
+    "SIZE_BINNING",
+    "WIDTH_BINNING",
+    "BinnedCOCOeval",
+    "Binning",
+    "COCOSizeThinnessEvaluator",
+    "SemSegSizeThinnessEvaluator",
+    "StageBreakdown",
+    "instance_stage_outputs",
+    "object_width",
+    "semantic_breakdown",
+    "semantic_stage_outputs",
 ]
