@@ -6,10 +6,10 @@ detectron2's ``projects/PointRend`` ImplicitPointRendMaskHead (``parameter_head.
 
 No coarse mask: a parameter head (:class:`ImplicitParameterHead`, the layers of PointRend's coarse
 mask head) predicts, from region features pooled from MODEL.ROI_MASK_HEAD.IN_FEATURES (p2), the
-weights of each box's point head (:class:`~pointrend_d2.modeling.implicit_point_head.
-ImplicitMLPPointHead`), a per-instance implicit function of the box-normalized point, on the
-fine-grained features of MODEL.POINT_HEAD.IN_FEATURES (p2) there and a positional encoding of the
-point:
+weights of each box's point head
+(:class:`~pointrend_d2.modeling.implicit_point_head.ImplicitMLPPointHead`), a per-instance
+implicit function of the box-normalized point, on the fine-grained features of
+MODEL.POINT_HEAD.IN_FEATURES (p2) there and a positional encoding of the point:
 
 * training: MODEL.POINT_HEAD.TRAIN_NUM_POINTS uniform random points per foreground box, labelled
   from the ground-truth masks at the exact points (as PointRend's instance head); loss = the point

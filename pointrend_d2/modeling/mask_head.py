@@ -27,6 +27,11 @@ predicts only that class's logit at each point (in training, the ground-truth cl
 Parameter names follow detectron2's ``projects/PointRend`` instance head (``coarse_head.*``,
 ``point_head.*``), so its checkpoints load unchanged.
 
+Implicit PointRend's head (:mod:`pointrend_d2.modeling.implicit_mask_head`) shares the pieces of
+a head that pools its own region features: :class:`ConvFCLayers`, :func:`region_in_features`,
+:func:`pool_region_features`, :func:`instance_point_settings` and the point-by-point inference of
+:class:`SubdivisionInstanceMaskHead`.
+
 Shape shorthand: R boxes of all images together, K mask classes (MODEL.ROI_HEADS.NUM_CLASSES, or 1
 with MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK), S the coarse side, P points per box. Point
 coordinates are box-normalized (see :mod:`pointrend_d2.point_features`).
