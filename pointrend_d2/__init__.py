@@ -12,6 +12,8 @@ from .modeling import (
     DeepLabV3CoarseHead,
     DilatedResNet,
     ExactSizeSemanticSegmentor,
+    ImplicitMLPPointHead,
+    ImplicitPointRendInstanceMaskHead,
     MLPPointHead,
     PointRendInstanceMaskHead,
     PointRendSemanticHead,
@@ -38,4 +40,6 @@ __all__ = [
     "build_point_head",
     "ConvFCCoarseMaskHead",
     "PointRendInstanceMaskHead",
+    "ImplicitMLPPointHead",
+    "ImplicitPointRendInstanceMaskHead",
 ]

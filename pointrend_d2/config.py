@@ -119,6 +119,20 @@ def add_pointrend_config(cfg: CN) -> None:
     # Dropout rate on the ASPP output during training (0 disables it).
     cfg.MODEL.DEEPLAB_V3.DROPOUT = 0.1
 
+    # Implicit PointRend (ImplicitPointRendInstanceMaskHead): detectron2's keys and defaults. Its
+    # parameter head has the coarse mask head's layers (MODEL.ROI_MASK_HEAD.CONV_DIM, FC_DIM,
+    # NUM_FC, POOLER_RESOLUTION); its per-instance point head NUM_FC hidden layers of width FC_DIM
+    # (MODEL.POINT_HEAD); inference starts from a floor(sqrt(SUBDIVISION_NUM_POINTS))-sided grid.
+    cfg.MODEL.IMPLICIT_POINTREND = CN()
+    # Feed the fine-grained features of MODEL.POINT_HEAD.IN_FEATURES at each point to the
+    # per-instance point head.
+    cfg.MODEL.IMPLICIT_POINTREND.IMAGE_FEATURE_ENABLED = True
+    # Feed a positional encoding of each box-normalized point (sine and cosine of 128 random
+    # Fourier features) to the per-instance point head. At least one of the two inputs is needed.
+    cfg.MODEL.IMPLICIT_POINTREND.POS_ENC_ENABLED = True
+    # Weight of the mean square of the predicted point-head parameters in the loss ("loss_l2").
+    cfg.MODEL.IMPLICIT_POINTREND.PARAMS_L2_REGULARIZER = 0.00001
+
 
 #: The task folders of configs/ that the configs once directly in configs/ moved into.
 CONFIG_FOLDERS = ("SemanticSegmentation", "InstanceSegmentation", "quickstart")

@@ -1,7 +1,7 @@
 """
 Shared test helpers (one module; test modules import from here, never from each other): small
-configs and models built on the CPU, tools/train_net.py runs, the reference's config, and image
-files with an EXIF orientation.
+configs and models built on the CPU, tools/train_net.py runs, the reference's config, image files
+with an EXIF orientation, and the comparisons of the instance parity tests.
 """
 
 import json
@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from detectron2.config import CfgNode
 from detectron2.projects import point_rend
+from detectron2.structures import BitMasks, Boxes, Instances
 from PIL import Image
 
 from pointrend_d2.config import setup_cfg
@@ -277,3 +279,120 @@ def write_exif_image(path, orientation: int | None, stored_size: tuple[int, int]
         exif[0x0112] = orientation
     image.save(path, exif=exif)
     return str(path)
+
+
+def foreground_proposals(image_size, num_classes: int, generator) -> Instances:
+    """Six hand-made foreground proposals on integer pixel edges, with block-shaped bit masks."""
+    height, width = image_size
+    boxes, classes, masks = [], [], []
+    for _ in range(6):
+        x0 = int(torch.randint(0, width // 2, (1,), generator=generator))
+        y0 = int(torch.randint(0, height // 2, (1,), generator=generator))
+        box_width = int(torch.randint(8, width // 2, (1,), generator=generator))
+        box_height = int(torch.randint(8, height // 2, (1,), generator=generator))
+        boxes.append([x0, y0, x0 + box_width, y0 + box_height])
+        classes.append(int(torch.randint(0, num_classes, (1,), generator=generator)))
+        masks.append(torch.rand(height // 4, width // 4, generator=generator) > 0.5)
+    gt_masks = torch.stack(masks).repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)
+    return Instances(
+        image_size,
+        proposal_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
+        gt_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
+        gt_classes=torch.tensor(classes),
+        gt_masks=BitMasks(gt_masks),
+    )
+
+
+def pixel_centre_points(proposals: list[Instances], num_points: int, generator):
+    """
+    (R, P, 2) box-normalized pixel centres of each proposal box (integer edges), at which the
+    reference's bilinear reading of bit masks equals ours (the pixel that contains the point):
+    column k of a box from x0 of width w is at u = (k + 0.5) / w.
+    """
+    point_coords = []
+    for image_proposals in proposals:
+        for x0, y0, x1, y1 in image_proposals.proposal_boxes.tensor.tolist():
+            columns = torch.randint(0, int(x1 - x0), (num_points,), generator=generator)
+            rows = torch.randint(0, int(y1 - y0), (num_points,), generator=generator)
+            point_coords.append(
+                torch.stack([(columns + 0.5) / (x1 - x0), (rows + 0.5) / (y1 - y0)], dim=1)
+            )
+    return torch.stack(point_coords)
+
+
+def record_mask_logits(monkeypatch, module) -> list:
+    """Record the mask logits that ``module`` passes to detectron2's mask_rcnn_inference."""
+    recorded = []
+    original = module.mask_rcnn_inference
+
+    def record(mask_logits, instances):
+        recorded.append(mask_logits)
+        return original(mask_logits, instances)
+
+    monkeypatch.setattr(module, "mask_rcnn_inference", record)
+    return recorded
+
+
+def assert_inference_matches(monkeypatch, models, modules, inputs: list[dict]) -> torch.Tensor:
+    """
+    Instance inference of ``models`` (reference, ours) on ``inputs`` (one image): the same boxes,
+    scores, classes and pasted masks, and mask logits that agree to float rounding (rtol 1e-5,
+    atol 1e-6 for logits near 0), the reference's of every class (recorded where ``modules``,
+    reference first, call mask_rcnn_inference) against ours of the predicted class.
+
+    Returns:
+        (R, 1, M, M) the reference's mask logits of the predicted classes.
+    """
+    reference_model, ours = models
+    reference_logits = record_mask_logits(monkeypatch, modules[0])
+    our_logits = record_mask_logits(monkeypatch, modules[1])
+    with torch.no_grad():
+        expected = reference_model(inputs)[0]["instances"]
+        actual = ours(inputs)[0]["instances"]
+    assert len(actual) > 10, "random weights should give many detections"
+    assert torch.equal(actual.pred_boxes.tensor, expected.pred_boxes.tensor)
+    assert torch.equal(actual.scores, expected.scores)
+    assert torch.equal(actual.pred_classes, expected.pred_classes)
+    classes = expected.pred_classes
+    expected_logits = reference_logits[0][torch.arange(len(classes)), classes].unsqueeze(1)
+    assert our_logits[0].shape == expected_logits.shape == (len(classes), 1, 224, 224)
+    torch.testing.assert_close(our_logits[0], expected_logits, rtol=1e-5, atol=1e-6)
+    assert actual.pred_masks.shape == (len(actual), inputs[0]["height"], inputs[0]["width"])
+    assert torch.equal(actual.pred_masks, expected.pred_masks)
+    return expected_logits
+
+
+def assert_steps_differ_only_at_ties(our_steps, reference_steps, rounding_allowance: float):
+    """
+    Two instance subdivisions of the same boxes, step records (``SubdivisionStep``) of ours and of
+    the reference's arithmetic and selection (a dense top-k): until a selection differs, the maps
+    agree to ``rounding_allowance`` relative to the largest logit; at the first step where one
+    differs, every differing cell is within twice that box's measured rounding of the N-th
+    uncertainty (exactly at it where the rounding is 0: a tie broken the other way). Where no
+    selection differs, the final maps agree to the allowance.
+    """
+    for our_step, reference_step in zip(our_steps, reference_steps, strict=True):
+        scale = reference_step.upsampled.abs().max()
+        rounding = (our_step.upsampled - reference_step.upsampled).abs().amax(dim=(1, 2, 3))
+        assert (rounding <= rounding_allowance * scale).all(), (rounding.max(), scale)
+        same = [
+            set(a.tolist()) == set(b.tolist())
+            for a, b in zip(our_step.point_indices, reference_step.point_indices, strict=True)
+        ]
+        if all(same):
+            continue
+        num_points = reference_step.point_indices.shape[1]
+        reference_uncertainty = -reference_step.upsampled.abs().flatten(1)
+        nth = reference_uncertainty.topk(num_points, dim=1).values[:, -1]
+        for box, box_same in enumerate(same):
+            if box_same:
+                continue
+            ours_set = set(our_step.point_indices[box].tolist())
+            reference_set = set(reference_step.point_indices[box].tolist())
+            cells = torch.tensor(sorted(ours_set ^ reference_set))
+            distance = (reference_uncertainty[box, cells] - nth[box]).abs()
+            assert (distance <= 2 * rounding[box]).all(), (box, distance.max(), rounding[box])
+        return
+    final_scale = reference_steps[-1].refined.abs().max()
+    difference = (our_steps[-1].refined - reference_steps[-1].refined).abs().max()
+    assert difference <= rounding_allowance * final_scale

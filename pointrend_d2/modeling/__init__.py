@@ -7,6 +7,8 @@ detectron2's registries.
 from .coarse_head import SemanticFPNCoarseHead
 from .deeplab_head import DeepLabV3CoarseHead
 from .dilated_resnet import DilatedResNet, build_dilated_resnet_backbone
+from .implicit_mask_head import ImplicitPointRendInstanceMaskHead
+from .implicit_point_head import ImplicitMLPPointHead
 from .mask_head import ConvFCCoarseMaskHead, PointRendInstanceMaskHead
 from .meta_arch import ExactSizeSemanticSegmentor
 from .point_head import POINT_HEAD_REGISTRY, MLPPointHead, build_point_head
@@ -18,6 +20,8 @@ __all__ = [
     "DeepLabV3CoarseHead",
     "DilatedResNet",
     "ExactSizeSemanticSegmentor",
+    "ImplicitMLPPointHead",
+    "ImplicitPointRendInstanceMaskHead",
     "MLPPointHead",
     "PointRendInstanceMaskHead",
     "PointRendSemanticHead",

@@ -27,6 +27,11 @@ predicts only that class's logit at each point (in training, the ground-truth cl
 Parameter names follow detectron2's ``projects/PointRend`` instance head (``coarse_head.*``,
 ``point_head.*``), so its checkpoints load unchanged.
 
+Implicit PointRend's head (:mod:`pointrend_d2.modeling.implicit_mask_head`) shares the pieces of
+a head that pools its own region features: :class:`ConvFCLayers`, :func:`region_in_features`,
+:func:`pool_region_features`, :func:`instance_point_settings` and the point-by-point inference of
+:class:`SubdivisionInstanceMaskHead`.
+
 Shape shorthand: R boxes of all images together, K mask classes (MODEL.ROI_HEADS.NUM_CLASSES, or 1
 with MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK), S the coarse side, P points per box. Point
 coordinates are box-normalized (see :mod:`pointrend_d2.point_features`).
@@ -62,19 +67,97 @@ from .point_head import build_point_head, point_in_features
 from .point_settings import PointSettings
 from .subdivision import SubdivisionStep, subdivision_inference
 
-__all__ = ["ConvFCCoarseMaskHead", "PointRendInstanceMaskHead", "instance_point_labels"]
+__all__ = [
+    "ConvFCCoarseMaskHead",
+    "ConvFCLayers",
+    "PointRendInstanceMaskHead",
+    "SubdivisionInstanceMaskHead",
+    "instance_point_labels",
+    "instance_point_settings",
+    "num_mask_classes",
+    "pool_region_features",
+    "region_in_features",
+]
 
 
-def _num_mask_classes(cfg: CfgNode) -> int:
+def num_mask_classes(cfg: CfgNode) -> int:
+    """K, the mask logits per box: MODEL.ROI_HEADS.NUM_CLASSES, or 1 for class-agnostic masks."""
     return 1 if cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK else cfg.MODEL.ROI_HEADS.NUM_CLASSES
 
 
-@ROI_MASK_HEAD_REGISTRY.register()
-class ConvFCCoarseMaskHead(BaseMaskRCNNHead):
+class ConvFCLayers:
     """
-    PointRend's coarse mask head: pooled (C, H, W) region features, a 1x1 conv reducing the
-    channels to ``conv_dim`` (only if there are more), a 2x2 stride-2 conv, ``len(fc_dims)`` fully
-    connected layers, and a linear prediction of K ``S x S`` mask logits.
+    The layers of detectron2's PointRend ``ConvFCHead``, mixed into an ``nn.Module``: pooled
+    (C, H, W) region features, a 1x1 conv reducing the channels to ``conv_dim`` (only if there are
+    more), a 2x2 stride-2 conv, ``len(fc_dims)`` fully connected layers, and a linear prediction
+    of ``output_dim`` values per region. Names and layout follow detectron2's, so its checkpoints
+    load. Shared by the coarse mask head and the implicit head's parameter head.
+    """
+
+    def add_conv_fc_layers(
+        self, input_shape: ShapeSpec, conv_dim: int, fc_dims: Sequence[int], output_dim: int
+    ) -> None:
+        """Add the layers for (R, C, H, W) regions of ``input_shape`` (even sides)."""
+        self.conv_layers = []
+        if input_shape.channels > conv_dim:
+            self.reduce_channel_dim_conv = Conv2d(
+                input_shape.channels, conv_dim, kernel_size=1, activation=F.relu
+            )
+            self.conv_layers.append(self.reduce_channel_dim_conv)
+        self.reduce_spatial_dim_conv = Conv2d(
+            conv_dim, conv_dim, kernel_size=2, stride=2, activation=F.relu
+        )
+        self.conv_layers.append(self.reduce_spatial_dim_conv)
+        for layer in self.conv_layers:
+            weight_init.c2_msra_fill(layer)
+        input_dim = conv_dim * (input_shape.height // 2) * (input_shape.width // 2)
+        self.fcs = []
+        for index, fc_dim in enumerate(fc_dims):
+            fc = nn.Linear(input_dim, fc_dim)
+            weight_init.c2_xavier_fill(fc)
+            self.add_module(f"fc{index + 1}", fc)
+            self.fcs.append(fc)
+            input_dim = fc_dim
+        self.prediction = nn.Linear(input_dim, output_dim)
+        # Near-zero initial predictions: coarse masks start uncertain everywhere, implicit
+        # functions near zero.
+        nn.init.normal_(self.prediction.weight, std=0.001)
+        nn.init.constant_(self.prediction.bias, 0)
+
+    def conv_fc(self, x: Tensor) -> Tensor:
+        """(R, C, H, W) pooled region features -> (R, output_dim) predictions."""
+        for layer in self.conv_layers:
+            x = layer(x)
+        x = torch.flatten(x, start_dim=1)
+        for layer in self.fcs:
+            x = F.relu(layer(x))
+        return self.prediction(x)
+
+    @staticmethod
+    def conv_fc_config(cfg: CfgNode) -> dict:
+        """``conv_dim`` and ``fc_dims`` from MODEL.ROI_MASK_HEAD, checked with its
+        POOLER_RESOLUTION (the side of the pooled regions)."""
+        mask_cfg = cfg.MODEL.ROI_MASK_HEAD
+        positive_keys = {
+            "MODEL.ROI_MASK_HEAD.NUM_FC": mask_cfg.NUM_FC,
+            "MODEL.ROI_MASK_HEAD.FC_DIM": mask_cfg.FC_DIM,
+            "MODEL.ROI_MASK_HEAD.CONV_DIM": mask_cfg.CONV_DIM,
+        }
+        for key, value in positive_keys.items():
+            if value < 1:
+                raise ValueError(f"{key}={value}: must be >= 1")
+        if mask_cfg.POOLER_RESOLUTION < 2 or mask_cfg.POOLER_RESOLUTION % 2:
+            raise ValueError(
+                f"MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION={mask_cfg.POOLER_RESOLUTION}: must be even "
+                "and >= 2 (the mask head halves it with a 2x2 stride-2 conv)"
+            )
+        return {"conv_dim": mask_cfg.CONV_DIM, "fc_dims": [mask_cfg.FC_DIM] * mask_cfg.NUM_FC}
+
+
+@ROI_MASK_HEAD_REGISTRY.register()
+class ConvFCCoarseMaskHead(ConvFCLayers, BaseMaskRCNNHead):
+    """
+    PointRend's coarse mask head: :class:`ConvFCLayers` predicting K ``S x S`` mask logits.
 
     Registered on its own it is a Mask R-CNN mask head on detectron2's pooled features
     (MODEL.ROI_MASK_HEAD.POOLER_TYPE set, POOLER_RESOLUTION = 2S) whose masks are S x S;
@@ -106,31 +189,9 @@ class ConvFCCoarseMaskHead(BaseMaskRCNNHead):
         super().__init__(loss_weight=loss_weight, vis_period=vis_period)
         self.num_classes = num_classes
         self.output_side_resolution = output_side_resolution
-        self.conv_layers = []
-        # Names and layout follow detectron2's PointRend ConvFCHead, so its checkpoints load.
-        if input_shape.channels > conv_dim:
-            self.reduce_channel_dim_conv = Conv2d(
-                input_shape.channels, conv_dim, kernel_size=1, activation=F.relu
-            )
-            self.conv_layers.append(self.reduce_channel_dim_conv)
-        self.reduce_spatial_dim_conv = Conv2d(
-            conv_dim, conv_dim, kernel_size=2, stride=2, activation=F.relu
+        self.add_conv_fc_layers(
+            input_shape, conv_dim, fc_dims, num_classes * output_side_resolution**2
         )
-        self.conv_layers.append(self.reduce_spatial_dim_conv)
-        for layer in self.conv_layers:
-            weight_init.c2_msra_fill(layer)
-        input_dim = conv_dim * (input_shape.height // 2) * (input_shape.width // 2)
-        self.fcs = []
-        for index, fc_dim in enumerate(fc_dims):
-            fc = nn.Linear(input_dim, fc_dim)
-            weight_init.c2_xavier_fill(fc)
-            self.add_module(f"fc{index + 1}", fc)
-            self.fcs.append(fc)
-            input_dim = fc_dim
-        self.prediction = nn.Linear(input_dim, num_classes * output_side_resolution**2)
-        # Near-zero initial logits: the coarse masks start uncertain everywhere.
-        nn.init.normal_(self.prediction.weight, std=0.001)
-        nn.init.constant_(self.prediction.bias, 0)
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: ShapeSpec):
@@ -138,36 +199,22 @@ class ConvFCCoarseMaskHead(BaseMaskRCNNHead):
         positive_keys = {
             "MODEL.ROI_HEADS.NUM_CLASSES": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
             "MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION": mask_cfg.OUTPUT_SIDE_RESOLUTION,
-            "MODEL.ROI_MASK_HEAD.NUM_FC": mask_cfg.NUM_FC,
-            "MODEL.ROI_MASK_HEAD.FC_DIM": mask_cfg.FC_DIM,
-            "MODEL.ROI_MASK_HEAD.CONV_DIM": mask_cfg.CONV_DIM,
         }
         for key, value in positive_keys.items():
             if value < 1:
                 raise ValueError(f"{key}={value}: must be >= 1")
-        if mask_cfg.POOLER_RESOLUTION < 2 or mask_cfg.POOLER_RESOLUTION % 2:
-            raise ValueError(
-                f"MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION={mask_cfg.POOLER_RESOLUTION}: must be even "
-                "and >= 2 (the coarse mask head halves it with a 2x2 stride-2 conv)"
-            )
         return {
             **super().from_config(cfg, input_shape),
+            **cls.conv_fc_config(cfg),
             "input_shape": input_shape,
-            "num_classes": _num_mask_classes(cfg),
-            "conv_dim": mask_cfg.CONV_DIM,
-            "fc_dims": [mask_cfg.FC_DIM] * mask_cfg.NUM_FC,
+            "num_classes": num_mask_classes(cfg),
             "output_side_resolution": mask_cfg.OUTPUT_SIDE_RESOLUTION,
         }
 
     def layers(self, x: Tensor) -> Tensor:
         """(R, C, H, W) pooled region features -> (R, K, S, S) coarse mask logits."""
-        for layer in self.conv_layers:
-            x = layer(x)
-        x = torch.flatten(x, start_dim=1)
-        for layer in self.fcs:
-            x = F.relu(layer(x))
         side = self.output_side_resolution
-        return self.prediction(x).view(-1, self.num_classes, side, side)
+        return self.conv_fc(x).view(-1, self.num_classes, side, side)
 
 
 def instance_point_labels(instances: list[Instances], point_coords: Tensor) -> Tensor:
@@ -216,8 +263,146 @@ def _select_class(logits: Tensor, classes: Tensor) -> Tensor:
     return logits[torch.arange(len(logits), device=logits.device), classes].unsqueeze(1)
 
 
+def region_in_features(
+    cfg: CfgNode, input_shape: dict[str, ShapeSpec], head_name: str
+) -> list[str]:
+    """
+    MODEL.ROI_MASK_HEAD.IN_FEATURES, the maps a mask head that pools its own region features
+    (``head_name``) pools, checked against the maps it receives (``input_shape``, by name).
+
+    Raises:
+        ValueError: if MODEL.ROI_MASK_HEAD.POOLER_TYPE is set, or IN_FEATURES is empty or names
+            a map not in ``input_shape``.
+    """
+    mask_cfg = cfg.MODEL.ROI_MASK_HEAD
+    if mask_cfg.POOLER_TYPE:
+        raise ValueError(
+            f"MODEL.ROI_MASK_HEAD.POOLER_TYPE={mask_cfg.POOLER_TYPE!r}: {head_name} pools "
+            "its own region features (by point sampling MODEL.ROI_MASK_HEAD.IN_FEATURES), so "
+            "it needs the feature maps, not detectron2's pooled features: set POOLER_TYPE to ''"
+        )
+    in_features = list(mask_cfg.IN_FEATURES)
+    missing = [name for name in in_features if name not in input_shape]
+    if not in_features or missing:
+        raise ValueError(
+            f"MODEL.ROI_MASK_HEAD.IN_FEATURES={in_features}: {missing or 'none'} not among "
+            f"the maps the ROI heads receive (MODEL.ROI_HEADS.IN_FEATURES="
+            f"{sorted(input_shape)}); name one or more of them"
+        )
+    return in_features
+
+
+def instance_point_settings(cfg: CfgNode) -> PointSettings:
+    """
+    :meth:`PointSettings.from_config` for an instance mask head, whose training points are per
+    box: MODEL.POINT_HEAD.TRAIN_NUM_POINTS must be set (> 0), not derived from a crop (-1).
+    """
+    train_num_points = cfg.MODEL.POINT_HEAD.TRAIN_NUM_POINTS
+    if train_num_points <= 0:
+        raise ValueError(
+            f"MODEL.POINT_HEAD.TRAIN_NUM_POINTS={train_num_points}: must be > 0 for "
+            "instance masks (points per box; the paper's 14 * 14 = 196)"
+        )
+    return PointSettings.from_config(cfg)
+
+
+def pool_region_features(
+    features: list[Tensor], strides: list[int], boxes: list[Tensor], side: int
+) -> Tensor:
+    """
+    Region features pooled by bilinear sampling at the centres of a ``side x side`` grid over
+    each box (RoIAlign with one sample per bin), concatenated over the maps.
+
+    Args:
+        features: maps, each (N, C_i, H_i, W_i), of stride ``strides[i]``.
+        boxes: per image, (R_n, 4) boxes in absolute image coordinates.
+
+    Returns:
+        (R, sum(C_i), side, side) region features.
+    """
+    num_boxes = sum(len(b) for b in boxes)
+    grid = regular_grid_points(num_boxes, side, features[0].device)
+    region_features = roi_point_features(features, strides, boxes, grid)
+    return region_features.view(num_boxes, region_features.shape[1], side, side)
+
+
+class SubdivisionInstanceMaskHead(nn.Module):
+    """
+    Inference of an instance mask head that predicts each box's mask point by point: its
+    :meth:`point_predictor` at every cell of an ``initial_resolution``-sided grid over each box,
+    then ``subdivision_steps`` steps of adaptive subdivision with ``point_settings``' cells per
+    step and selection, of the predicted class's logit only; then detectron2's
+    ``mask_rcnn_inference``. Subclasses set the three attributes and implement
+    :meth:`point_predictor`.
+    """
+
+    point_settings: PointSettings
+    initial_resolution: int
+    subdivision_steps: int
+
+    def point_predictor(
+        self, features: dict[str, Tensor], boxes: list[Tensor], classes: Tensor
+    ) -> Callable[[Tensor], Tensor]:
+        """
+        The function from (R, P, 2) box-normalized points to the (R, 1, P) logits of each box's
+        class there, for R >= 1 boxes.
+
+        Args:
+            features: maps by name.
+            boxes: per image, (R_n, 4) boxes in absolute image coordinates.
+            classes: (R,) the class of each box.
+        """
+        raise NotImplementedError
+
+    def inference(self, features: dict[str, Tensor], instances: list[Instances]):
+        """``instances`` (``pred_boxes``, ``pred_classes``) with ``pred_masks`` (R_n, 1, M, M)
+        mask probabilities, M = initial_resolution * 2**subdivision_steps."""
+        boxes = [x.pred_boxes.tensor for x in instances]
+        pred_classes = torch.cat([x.pred_classes for x in instances])
+        mask_logits = self.subdivision_inference(features, boxes, pred_classes)
+        mask_rcnn_inference(mask_logits, instances)
+        return instances
+
+    def subdivision_inference(
+        self,
+        features: dict[str, Tensor],
+        boxes: list[Tensor],
+        classes: Tensor,
+        on_step: Callable[[SubdivisionStep], None] | None = None,
+    ) -> Tensor:
+        """
+        The mask logits of each box's class: the point predictor at every cell of the initial
+        grid, then adaptive subdivision.
+
+        Args:
+            features: maps by name.
+            boxes: per image, (R_n, 4) detected boxes in absolute image coordinates.
+            classes: (R,) the class of each box.
+            on_step: called after each subdivision step with its record (for pictures, tests).
+
+        Returns:
+            (R, 1, M, M) logits, M = initial resolution * 2**steps.
+        """
+        num_boxes = len(classes)
+        initial = self.initial_resolution
+        if num_boxes == 0:
+            side = initial * 2**self.subdivision_steps
+            return classes.new_zeros((0, 1, side, side), dtype=torch.float32)
+        predict_points = self.point_predictor(features, boxes, classes)
+        grid = regular_grid_points(num_boxes, initial, classes.device)
+        initial_logits = predict_points(grid).view(num_boxes, 1, initial, initial)
+        return subdivision_inference(
+            initial_logits,
+            self.subdivision_steps,
+            self.point_settings.subdivision_num_points,
+            selection=self.point_settings.subdivision_selection,
+            predict_points=predict_points,
+            on_step=on_step,
+        )
+
+
 @ROI_MASK_HEAD_REGISTRY.register()
-class PointRendInstanceMaskHead(nn.Module):
+class PointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
     """
     PointRend's instance mask head (see the module docstring). It receives the feature maps of
     MODEL.ROI_HEADS.IN_FEATURES by name, not pooled features, so MODEL.ROI_MASK_HEAD.POOLER_TYPE
@@ -277,39 +462,21 @@ class PointRendInstanceMaskHead(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
-        mask_cfg, point_cfg = cfg.MODEL.ROI_MASK_HEAD, cfg.MODEL.POINT_HEAD
-        if mask_cfg.POOLER_TYPE:
-            raise ValueError(
-                f"MODEL.ROI_MASK_HEAD.POOLER_TYPE={mask_cfg.POOLER_TYPE!r}: {cls.__name__} pools "
-                "its own region features (by point sampling MODEL.ROI_MASK_HEAD.IN_FEATURES), so "
-                "it needs the feature maps, not detectron2's pooled features: set POOLER_TYPE to ''"
-            )
-        roi_in_features = list(mask_cfg.IN_FEATURES)
-        missing = [name for name in roi_in_features if name not in input_shape]
-        if not roi_in_features or missing:
-            raise ValueError(
-                f"MODEL.ROI_MASK_HEAD.IN_FEATURES={roi_in_features}: {missing or 'none'} not among "
-                f"the maps the ROI heads receive (MODEL.ROI_HEADS.IN_FEATURES="
-                f"{sorted(input_shape)}); name one or more of them"
-            )
-        if point_cfg.TRAIN_NUM_POINTS <= 0:
-            raise ValueError(
-                f"MODEL.POINT_HEAD.TRAIN_NUM_POINTS={point_cfg.TRAIN_NUM_POINTS}: must be > 0 for "
-                "instance masks (points per box; the paper's 14 * 14 = 196)"
-            )
+        roi_in_features = region_in_features(cfg, input_shape, cls.__name__)
+        point_settings = instance_point_settings(cfg)
         point_features = point_in_features(cfg, input_shape)
         roi_channels = sum(input_shape[f].channels for f in roi_in_features)
-        resolution = mask_cfg.POOLER_RESOLUTION
+        resolution = cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION
         coarse_shape = ShapeSpec(channels=roi_channels, height=resolution, width=resolution)
         point_channels = sum(input_shape[f].channels for f in point_features)
         return {
             "coarse_head": ConvFCCoarseMaskHead(cfg, coarse_shape),
-            "point_head": build_point_head(cfg, point_channels, _num_mask_classes(cfg)),
+            "point_head": build_point_head(cfg, point_channels, num_mask_classes(cfg)),
             "roi_in_features": roi_in_features,
             "point_in_features": point_features,
             "feature_strides": {name: shape.stride for name, shape in input_shape.items()},
             "pooler_resolution": resolution,
-            "point_settings": PointSettings.from_config(cfg),
+            "point_settings": point_settings,
         }
 
     def forward(self, features: dict[str, Tensor], instances: list[Instances]):
@@ -345,11 +512,7 @@ class PointRendInstanceMaskHead(nn.Module):
             )
             losses["loss_mask_point"] = point_loss(point_logits, point_labels, ignore_value=-1)
             return losses
-        boxes = [x.pred_boxes.tensor for x in instances]
-        pred_classes = torch.cat([x.pred_classes for x in instances])
-        mask_logits = self.subdivision_inference(features, boxes, pred_classes)
-        mask_rcnn_inference(mask_logits, instances)
-        return instances
+        return self.inference(features, instances)
 
     def coarse_logits(self, features: dict[str, Tensor], boxes: list[Tensor]) -> Tensor:
         """
@@ -363,17 +526,13 @@ class PointRendInstanceMaskHead(nn.Module):
         Returns:
             (R, K, S, S) coarse logits.
         """
-        side = self.pooler_resolution
-        num_boxes = sum(len(b) for b in boxes)
-        grid = regular_grid_points(num_boxes, side, features[self.roi_in_features[0]].device)
-        region_features = roi_point_features(
+        region_features = pool_region_features(
             [features[f] for f in self.roi_in_features],
             [self.feature_strides[f] for f in self.roi_in_features],
             boxes,
-            grid,
+            self.pooler_resolution,
         )
-        num_channels = region_features.shape[1]
-        return self.coarse_head.layers(region_features.view(num_boxes, num_channels, side, side))
+        return self.coarse_head.layers(region_features)
 
     def predict_points(
         self,
@@ -407,43 +566,14 @@ class PointRendInstanceMaskHead(nn.Module):
             return self.point_head(fine_grained_features, coarse_features)
         return self.point_head(fine_grained_features, coarse_features, classes)
 
-    def subdivision_inference(
-        self,
-        features: dict[str, Tensor],
-        boxes: list[Tensor],
-        classes: Tensor,
-        on_step: Callable[[SubdivisionStep], None] | None = None,
-    ) -> Tensor:
-        """
-        The mask logits of each box's class: the point head at every cell of the initial grid,
-        then adaptive subdivision.
-
-        Args:
-            features: maps by name.
-            boxes: per image, (R_n, 4) detected boxes in absolute image coordinates.
-            classes: (R,) the class of each box.
-            on_step: called after each subdivision step with its record (for pictures, tests).
-
-        Returns:
-            (R, 1, M, M) logits, M = initial resolution * 2**steps.
-        """
-        num_boxes = len(classes)
-        side = self.initial_resolution * 2**self.subdivision_steps
-        if num_boxes == 0:
-            return classes.new_zeros((0, 1, side, side), dtype=torch.float32)
+    def point_predictor(
+        self, features: dict[str, Tensor], boxes: list[Tensor], classes: Tensor
+    ) -> Callable[[Tensor], Tensor]:
+        """The point head on the boxes' coarse logits (see
+        :meth:`SubdivisionInstanceMaskHead.point_predictor`)."""
         coarse_logits = self.coarse_logits(features, boxes)
 
         def predict_class_points(point_coords: Tensor) -> Tensor:
             return self.predict_points(features, boxes, coarse_logits, point_coords, classes)
 
-        initial = self.initial_resolution
-        grid = regular_grid_points(num_boxes, initial, coarse_logits.device)
-        initial_logits = predict_class_points(grid).view(num_boxes, 1, initial, initial)
-        return subdivision_inference(
-            initial_logits,
-            self.subdivision_steps,
-            self.point_settings.subdivision_num_points,
-            selection=self.point_settings.subdivision_selection,
-            predict_points=predict_class_points,
-            on_step=on_step,
-        )
+        return predict_class_points

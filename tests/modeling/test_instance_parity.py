@@ -12,14 +12,21 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.projects.point_rend import mask_head as reference_mask_head
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from pointrend_d2.checkpoint import SafeCheckpointer
 from pointrend_d2.modeling import mask_head as our_mask_head
 from pointrend_d2.modeling import point_head as our_point_head
 from pointrend_d2.modeling.point_features import sample_uncertain_points
-from tests.helpers import reference_instance_cfg, small_rcnn_cfg
+from tests.helpers import (
+    assert_inference_matches,
+    assert_steps_differ_only_at_ties,
+    foreground_proposals,
+    pixel_centre_points,
+    reference_instance_cfg,
+    small_rcnn_cfg,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,19 +69,6 @@ def test_checkpoint_holds_both_heads(models):
         assert name in names
 
 
-def _record_mask_logits(monkeypatch, module) -> list:
-    """Record the mask logits that ``module`` passes to detectron2's mask_rcnn_inference."""
-    recorded = []
-    original = module.mask_rcnn_inference
-
-    def record(mask_logits, instances):
-        recorded.append(mask_logits)
-        return original(mask_logits, instances)
-
-    monkeypatch.setattr(module, "mask_rcnn_inference", record)
-    return recorded
-
-
 def _conv_on_concatenation(layer, features, extra_features, output_channels=None):
     """The reference point head's arithmetic for our point head: the 1x1 convolution on the
     concatenated inputs, every output channel, then the requested ones."""
@@ -101,24 +95,13 @@ def test_inference_matches_reference(models, monkeypatch, size):
     reference_model, ours, _ = models
     _select_by(monkeypatch, ours.roi_heads.mask_head, "topk")
     monkeypatch.setattr(our_point_head, "pointwise_linear", _conv_on_concatenation)
-    inputs = _random_image(*size)
-    reference_logits = _record_mask_logits(monkeypatch, reference_mask_head)
-    our_logits = _record_mask_logits(monkeypatch, our_mask_head)
-    with torch.no_grad():
-        expected = reference_model(inputs)[0]["instances"]
-        actual = ours(inputs)[0]["instances"]
-
-    assert len(actual) > 10, "random weights should give many detections"
-    assert torch.equal(actual.pred_boxes.tensor, expected.pred_boxes.tensor)
-    assert torch.equal(actual.scores, expected.scores)
-    assert torch.equal(actual.pred_classes, expected.pred_classes)
     # The reference refines every class's logit; ours the predicted class's only.
-    classes = expected.pred_classes
-    expected_logits = reference_logits[0][torch.arange(len(classes)), classes].unsqueeze(1)
-    assert our_logits[0].shape == expected_logits.shape == (len(classes), 1, 224, 224)
-    torch.testing.assert_close(our_logits[0], expected_logits, rtol=1e-5, atol=1e-6)
-    assert actual.pred_masks.shape == (len(actual), *size)
-    assert torch.equal(actual.pred_masks, expected.pred_masks)
+    assert_inference_matches(
+        monkeypatch,
+        (reference_model, ours),
+        (reference_mask_head, our_mask_head),
+        _random_image(*size),
+    )
 
 
 def _select_by(monkeypatch, head, selection: str) -> None:
@@ -181,32 +164,7 @@ def test_other_orders_and_selections_differ_only_at_ties(
     monkeypatch.setattr(our_point_head, "pointwise_linear", _conv_on_concatenation)
     _select_by(monkeypatch, head, "topk")
     reference_steps = _subdivision_steps(head, features, boxes, classes)
-    for our_step, reference_step in zip(our_steps, reference_steps, strict=True):
-        scale = reference_step.upsampled.abs().max()
-        rounding = (our_step.upsampled - reference_step.upsampled).abs().amax(dim=(1, 2, 3))
-        assert (rounding <= ROUNDING_ALLOWANCE * scale).all(), (rounding.max(), scale)
-        same = [
-            set(a.tolist()) == set(b.tolist())
-            for a, b in zip(our_step.point_indices, reference_step.point_indices, strict=True)
-        ]
-        if all(same):
-            continue
-        num_points = reference_step.point_indices.shape[1]
-        reference_uncertainty = -reference_step.upsampled.abs().flatten(1)
-        nth = reference_uncertainty.topk(num_points, dim=1).values[:, -1]
-        for box, box_same in enumerate(same):
-            if box_same:
-                continue
-            ours_set = set(our_step.point_indices[box].tolist())
-            reference_set = set(reference_step.point_indices[box].tolist())
-            cells = torch.tensor(sorted(ours_set ^ reference_set))
-            distance = (reference_uncertainty[box, cells] - nth[box]).abs()
-            assert (distance <= 2 * rounding[box]).all(), (box, distance.max(), rounding[box])
-        return
-    # No selection differed: the final logits agree to rounding too.
-    final_scale = reference_steps[-1].refined.abs().max()
-    difference = (our_steps[-1].refined - reference_steps[-1].refined).abs().max()
-    assert difference <= ROUNDING_ALLOWANCE * final_scale
+    assert_steps_differ_only_at_ties(our_steps, reference_steps, ROUNDING_ALLOWANCE)
 
 
 def test_zero_detections_match_reference(models):
@@ -224,28 +182,6 @@ def test_zero_detections_match_reference(models):
     assert our_result.pred_masks.shape[0] == reference_result.pred_masks.shape[0] == 0
 
 
-def _foreground_proposals(image_size, num_classes, generator):
-    """Hand-made foreground proposals on integer pixel edges, with block-shaped bit masks."""
-    height, width = image_size
-    boxes, classes, masks = [], [], []
-    for _ in range(6):
-        x0 = int(torch.randint(0, width // 2, (1,), generator=generator))
-        y0 = int(torch.randint(0, height // 2, (1,), generator=generator))
-        box_width = int(torch.randint(8, width // 2, (1,), generator=generator))
-        box_height = int(torch.randint(8, height // 2, (1,), generator=generator))
-        boxes.append([x0, y0, x0 + box_width, y0 + box_height])
-        classes.append(int(torch.randint(0, num_classes, (1,), generator=generator)))
-        masks.append(torch.rand(height // 4, width // 4, generator=generator) > 0.5)
-    gt_masks = torch.stack(masks).repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)
-    return Instances(
-        image_size,
-        proposal_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
-        gt_boxes=Boxes(torch.tensor(boxes, dtype=torch.float32)),
-        gt_classes=torch.tensor(classes),
-        gt_masks=BitMasks(gt_masks),
-    )
-
-
 def test_training_losses_match_reference(models, monkeypatch):
     """The same proposals and points give the same coarse and point losses. The points are at
     pixel centres, where the reference's bilinear reading of the bit masks equals ours (the pixel
@@ -253,18 +189,9 @@ def test_training_losses_match_reference(models, monkeypatch):
     reference_model, ours, our_cfg = models
     generator = torch.Generator().manual_seed(3)
     image_size = (96, 128)
-    proposals = [_foreground_proposals(image_size, 5, generator) for _ in range(2)]
+    proposals = [foreground_proposals(image_size, 5, generator) for _ in range(2)]
     num_points = our_cfg.MODEL.POINT_HEAD.TRAIN_NUM_POINTS
-    # Box-normalized pixel centres of each box: pixel (column k) of a box from x0 has u = (k+.5)/w.
-    point_coords = []
-    for image_proposals in proposals:
-        for x0, y0, x1, y1 in image_proposals.proposal_boxes.tensor.tolist():
-            columns = torch.randint(0, int(x1 - x0), (num_points,), generator=generator)
-            rows = torch.randint(0, int(y1 - y0), (num_points,), generator=generator)
-            point_coords.append(
-                torch.stack([(columns + 0.5) / (x1 - x0), (rows + 0.5) / (y1 - y0)], dim=1)
-            )
-    point_coords = torch.stack(point_coords)
+    point_coords = pixel_centre_points(proposals, num_points, generator)
 
     monkeypatch.setattr(
         reference_mask_head,
