@@ -71,6 +71,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--semantic-size", type=int, nargs=2, default=(4000, 6000), metavar="HW")
     parser.add_argument("--tile-size", type=int, default=1024, help="TEST.TILE.SIZE when tiled")
     parser.add_argument("--tile-overlap", type=int, default=256, help="TEST.TILE.OVERLAP")
+    parser.add_argument(
+        "--semantic-weights",
+        metavar="PTH",
+        help="a trained checkpoint of the semantic config's model (default: random weights)",
+    )
+    parser.add_argument(
+        "--semantic-opts",
+        nargs="+",
+        default=[],
+        metavar="KEY VALUE",
+        help="semantic config overrides for both runs, e.g. MODEL.SEM_SEG_HEAD.NORM ''",
+    )
     parser.add_argument("--markdown", metavar="PATH", help="also write the tables there")
     # A semantic case's process: --worker STEM --workdir DIR --opts KEY VALUE ...
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -88,10 +100,10 @@ def write_image(path: Path, height: int, width: int, seed: int) -> None:
         raise OSError(f"Could not write {path}")
 
 
-def save_random_weights(config: Path, workdir: Path, name: str) -> str:
+def save_random_weights(config: Path, opts: list[str], workdir: Path, name: str) -> str:
     """The config's model with seed-0 random weights, saved as ``workdir/name.pth``."""
     torch.manual_seed(0)
-    model = build_model(setup_cfg(str(config), ["MODEL.DEVICE", "cpu"]))
+    model = build_model(setup_cfg(str(config), [*opts, "MODEL.DEVICE", "cpu"]))
     DetectionCheckpointer(model, save_dir=str(workdir)).save(name)
     return str(workdir / f"{name}.pth")
 
@@ -132,10 +144,10 @@ def instance_command(
     ]  # fmt: skip
 
 
-def semantic_opts(weights: str, tile_size: int, tile_overlap: int) -> list[str]:
-    opts = ["MODEL.WEIGHTS", weights, "INPUT.MIN_SIZE_TEST", "0"]
+def semantic_opts(args: argparse.Namespace, weights: str, tile_size: int) -> list[str]:
+    opts = [*args.semantic_opts, "MODEL.WEIGHTS", weights, "INPUT.MIN_SIZE_TEST", "0"]
     if tile_size:
-        opts += ["TEST.TILE.SIZE", str(tile_size), "TEST.TILE.OVERLAP", str(tile_overlap)]
+        opts += ["TEST.TILE.SIZE", str(tile_size), "TEST.TILE.OVERLAP", str(args.tile_overlap)]
     return opts
 
 
@@ -185,7 +197,7 @@ def run_cases(args: argparse.Namespace, workdir: Path) -> tuple[list, dict | Non
         height, width = args.instance_size
         image = workdir / "instance.png"
         write_image(image, height, width, seed=0)
-        weights = save_random_weights(INSTANCE_CONFIG, workdir, "instance")
+        weights = save_random_weights(INSTANCE_CONFIG, [], workdir, "instance")
         for name in instance_cases:
             detections_per_image, show_points = INSTANCE_CASES[name]
             command = instance_command(
@@ -197,13 +209,15 @@ def run_cases(args: argparse.Namespace, workdir: Path) -> tuple[list, dict | Non
     if semantic_cases:
         height, width = args.semantic_size
         write_image(workdir / "semantic.png", height, width, seed=1)
-        weights = save_random_weights(SEMANTIC_CONFIG, workdir, "semantic")
+        weights = args.semantic_weights or save_random_weights(
+            SEMANTIC_CONFIG, args.semantic_opts, workdir, "semantic"
+        )
         for name in semantic_cases:
             stem = SEMANTIC_CASES[name]
             tile_size = args.tile_size if stem == "tiled" else 0
             command = [
                 sys.executable, __file__, "--worker", stem, "--workdir", str(workdir),
-                "--opts", *semantic_opts(weights, tile_size, args.tile_overlap),
+                "--opts", *semantic_opts(args, weights, tile_size),
             ]  # fmt: skip
             rows.append([name, f"{height}x{width}", "", peak_rss_gib(command)])
     if len(semantic_cases) < 2:
@@ -229,6 +243,8 @@ def format_report(args: argparse.Namespace, rows: list, comparison: dict | None)
     report = tabulate(table, headers, tablefmt="pipe")
     if comparison is not None:
         tiles = f"TEST.TILE.SIZE {args.tile_size}, TEST.TILE.OVERLAP {args.tile_overlap}"
+        weights = args.semantic_weights or "random weights"
+        tiles += f"; {weights}; semantic overrides: {' '.join(args.semantic_opts) or 'none'}"
         lines = []
         for region, label in (("all", "every pixel"), ("outside", "outside the overlaps")):
             stat = comparison[region]

@@ -1,5 +1,5 @@
 """Instance masks pasted when read (pointrend_d2.modeling.paste.BoxMasks) against detectron2's
-paste_masks_in_image, and through the consumers of masks: evaluation and drawing."""
+paste_masks_in_image, and through the consumers of masks: the Predictor, evaluation, drawing."""
 
 import numpy as np
 import pytest
@@ -11,8 +11,15 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.visualizer import GenericMask
 
-from pointrend_d2.modeling.paste import BoxMasks, postprocess_detections
-from pointrend_d2.visualization import mask_polygons, overlay_instances
+from pointrend_d2.modeling.paste import BoxMasks
+from pointrend_d2.predictor import Predictor
+from pointrend_d2.visualization import (
+    InstanceSubdivisionStep,
+    draw_instance_subdivision_step,
+    instance_colors,
+    mask_polygons,
+    overlay_instances,
+)
 from tests.helpers import small_rcnn_cfg
 
 
@@ -69,23 +76,24 @@ def test_box_masks_indexing_and_devices():
 
 @pytest.fixture(scope="module")
 def detections():
-    """A random-weight PointRend Mask R-CNN's outputs on a 96x160 input for a 150x250 output:
-    detectron2's (pasted by ``model(...)``) and those of :func:`postprocess_detections`."""
+    """A random-weight PointRend Mask R-CNN's detections in a 150x250 image (resized to 96x160
+    for the model): detectron2's (pasted by ``model(...)``) and the Predictor's."""
     torch.manual_seed(0)
     cfg = small_rcnn_cfg(
         num_classes=4,
-        **{"MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0, "TEST.DETECTIONS_PER_IMAGE": 40},
-    )
-    model = build_model(cfg).eval()
-    image = torch.randint(0, 256, (3, 96, 160), dtype=torch.uint8)
-    model_input = {"image": image, "height": 150, "width": 250}
+        **{"MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0, "TEST.DETECTIONS_PER_IMAGE": 40,
+           "INPUT.MIN_SIZE_TEST": 96, "INPUT.MAX_SIZE_TEST": 160},
+    )  # fmt: skip
+    predictor = Predictor(cfg, model=build_model(cfg))
+    image = np.random.default_rng(0).integers(0, 256, (150, 250, 3), dtype=np.uint8)
+    model_input = predictor.model_input(image)
+    assert model_input["image"].shape[-2:] == (96, 160)
     with torch.no_grad():
-        expected = model([model_input])[0]["instances"]
-        (raw,) = model.inference([model_input], do_postprocess=False)
-    return expected, postprocess_detections(raw, 150, 250)
+        expected = predictor.model([model_input])[0]["instances"]
+    return expected, predictor(image)["instances"]
 
 
-def test_postprocess_detections_is_detectron2_postprocess_with_masks_pasted_when_read(detections):
+def test_predictor_gives_detectron2_detections_with_masks_pasted_when_read(detections):
     expected, actual = detections
     assert len(actual) == len(expected) == 40
     assert torch.equal(actual.pred_boxes.tensor, expected.pred_boxes.tensor)
@@ -127,3 +135,19 @@ def test_drawn_from_polygons_of_the_box_regions_as_from_full_masks(detections):
     boxes_only = Instances((150, 250), pred_boxes=Boxes(expected.pred_boxes.tensor))
     boxes_only.scores, boxes_only.pred_classes = expected.scores, expected.pred_classes
     assert not np.array_equal(overlay_instances(image, boxes_only, metadata), pictures[0])
+
+
+def test_subdivision_panel_paints_box_masks_as_full_masks(detections):
+    expected, actual = detections
+    image = np.random.default_rng(1).integers(0, 256, (150, 250, 3), dtype=np.uint8)
+    # Points off the image: the panel's right half shows the masks only.
+    points = np.full((len(actual), 1, 2), -10.0, dtype=np.float32)
+    panel = draw_instance_subdivision_step(
+        image, InstanceSubdivisionStep(points, actual.pred_masks, 224), 1
+    )
+    wanted = (image.astype(np.float32) * 0.6).astype(np.uint8)
+    colors = instance_colors(len(actual))
+    for mask, color in zip(expected.pred_masks.numpy()[::-1], colors[::-1], strict=True):
+        wanted[mask] = (0.4 * wanted[mask] + 0.6 * color).astype(np.uint8)
+    # Below the caption.
+    np.testing.assert_array_equal(panel[20:, 250:], wanted[20:])
