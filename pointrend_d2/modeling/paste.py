@@ -10,6 +10,7 @@ conversions for drawing) as much again. :class:`BoxMasks` holds R x M x M probab
 """
 
 import math
+import numbers
 from collections.abc import Iterator
 
 from detectron2.layers import paste_masks_in_image
@@ -60,8 +61,8 @@ class BoxMasks:
         return len(self.probabilities)
 
     def __getitem__(self, item) -> "Tensor | BoxMasks":
-        if isinstance(item, int):
-            return self.paste(item)
+        if isinstance(item, numbers.Integral):
+            return self.paste(int(item))
         return BoxMasks(self.probabilities[item], self.boxes[item], self.image_size, self.threshold)
 
     def __iter__(self) -> Iterator[Tensor]:

@@ -55,7 +55,7 @@ def test_box_masks_paste_exactly_as_detectron2(height, width, side, threshold):
         assert crop.shape == (rows.stop - rows.start, columns.stop - columns.start)
         assert crop.shape[0] < boxes[index, 3] - boxes[index, 1] + 4
         assert expected[index].sum() == crop.sum()
-    assert torch.equal(masks[3], expected[3])
+    assert torch.equal(masks[3], expected[3]) and torch.equal(masks[np.int64(4)], expected[4])
     assert expected.flatten(1).any(dim=1).float().mean() > 0.5  # not vacuous
 
 
