@@ -47,6 +47,18 @@ def add_pointrend_config(cfg: CN) -> None:
     # Band width as a fraction of the image diagonal (the Boundary IoU paper's 0.02).
     cfg.TEST.BOUNDARY_IOU.DILATION_RATIO = 0.02
 
+    cfg.TEST.TILE = CN()
+    # Semantic inference (ExactSizeSemanticSegmentor) of model inputs taller or wider than this
+    # many pixels runs tile by tile: each tile of this side runs the backbone and the head,
+    # PointRend's subdivision included, so that memory is that of a tile plus the output logits,
+    # whatever the image's size. 0 segments every image whole.
+    cfg.TEST.TILE.SIZE = 0
+    # Pixels shared by neighbouring tiles. Each overlap is split at its middle: a pixel takes the
+    # logits of the tile in which it lies farther from the border, so that pixels near a tile's
+    # border, which see less context than in the whole image, are not used. TEST.TILE.SIZE minus
+    # this must be a multiple of the backbone's coarsest stride (64 for FPN backbones).
+    cfg.TEST.TILE.OVERLAP = 256
+
     # Instance segmentation (PointRendInstanceMaskHead, ConvFCCoarseMaskHead); the class count is
     # MODEL.ROI_HEADS.NUM_CLASSES, class-agnostic masks MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK.
 

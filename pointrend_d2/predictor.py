@@ -2,7 +2,9 @@
 Inference on single images, the one pre-processing path of every tool: an image file or array is
 read and resized exactly as the test data loaders do (:class:`InferenceMapper`: the checked
 reader, EXIF orientation applied, and the config's test augmentation), and the model is built
-and loaded weights-only (:func:`pointrend_d2.checkpoint.load_weights_for_inference`).
+and loaded weights-only (:func:`pointrend_d2.checkpoint.load_weights_for_inference`). Instance
+models' masks come back unpasted, as :class:`~pointrend_d2.modeling.paste.BoxMasks` pasted when
+read, so that memory does not grow with detections times image size.
 
 Images are (H, W, 3) uint8 numpy arrays in the config's ``INPUT.FORMAT`` ("BGR" or "RGB").
 """
@@ -11,11 +13,12 @@ import numpy as np
 import torch
 from detectron2.config import CfgNode
 from detectron2.data import transforms as T
-from detectron2.modeling import build_model
+from detectron2.modeling import GeneralizedRCNN, build_model
 from torch import nn
 
 from .checkpoint import load_weights_for_inference
 from .data.inference_mapper import InferenceMapper
+from .modeling.paste import postprocess_detections
 
 __all__ = ["Predictor", "build_model_input", "check_image_array"]
 
@@ -71,7 +74,8 @@ class Predictor:
 
         predictor = Predictor(cfg)
         sem_seg = predictor("image.png")["sem_seg"]  # (K, H, W) logits at the image's size
-        instances = predictor("image.png")["instances"]  # instance models: detections, pasted
+        instances = predictor("image.png")["instances"]  # instance models: detections
+        mask = instances.pred_masks[0]  # (H, W) bool, pasted when read (BoxMasks)
     """
 
     def __init__(self, cfg: CfgNode, model: nn.Module | None = None):
@@ -93,5 +97,14 @@ class Predictor:
 
     @torch.no_grad()
     def __call__(self, image: str | np.ndarray) -> dict:
-        """The model's output for one image file or (H, W, 3) uint8 array (``INPUT.FORMAT``)."""
-        return self.model([self.model_input(image)])[0]
+        """
+        The model's output for one image file or (H, W, 3) uint8 array (``INPUT.FORMAT``); for a
+        ``GeneralizedRCNN``, its ``instances`` with ``pred_masks`` as
+        :class:`~pointrend_d2.modeling.paste.BoxMasks` (detectron2's masks, pasted when read).
+        """
+        model_input = self.model_input(image)
+        if isinstance(self.model, GeneralizedRCNN):
+            (detections,) = self.model.inference([model_input], do_postprocess=False)
+            height, width = model_input["height"], model_input["width"]
+            return {"instances": postprocess_detections(detections, height, width)}
+        return self.model([model_input])[0]

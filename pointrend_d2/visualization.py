@@ -13,16 +13,16 @@ import cv2
 import numpy as np
 import torch
 from detectron2.data import Metadata
-from detectron2.layers import paste_masks_in_image
 from detectron2.modeling import GeneralizedRCNN, SemanticSegmentor
-from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList, Instances
 from detectron2.utils.colormap import colormap
-from detectron2.utils.visualizer import ColorMode, Visualizer
+from detectron2.utils.visualizer import ColorMode, GenericMask, Visualizer
 
 from .modeling import subdivision
 from .modeling.coarse_head import expand_foreground_logit
 from .modeling.mask_head import PointRendInstanceMaskHead
+from .modeling.meta_arch import ExactSizeSemanticSegmentor
+from .modeling.paste import BoxMasks, postprocess_detections
 from .modeling.point_features import box_points_to_image, calculate_uncertainty
 from .modeling.semantic_seg import PointRendSemanticHead
 
@@ -32,6 +32,7 @@ __all__ = [
     "colorize_labels",
     "draw_instance_subdivision_step",
     "draw_subdivision_step",
+    "mask_polygons",
     "overlay_instances",
     "overlay_sem_seg",
     "trace_instance_subdivision",
@@ -78,6 +79,14 @@ def trace_subdivision(
         raise TypeError(
             f"Tracing the subdivision needs a PointRendSemanticHead, not {type(head).__name__}"
         )
+    input_height, input_width = batched_input["image"].shape[-2:]
+    tile_size = model.tile_size if isinstance(model, ExactSizeSemanticSegmentor) else 0
+    if 0 < tile_size < max(input_height, input_width):
+        raise ValueError(
+            "Tracing the subdivision runs whole-image inference, but this model segments a "
+            f"{input_height}x{input_width} input in tiles (TEST.TILE.SIZE {tile_size}): trace a "
+            "smaller image, or set TEST.TILE.SIZE 0"
+        )
     image = (batched_input["image"].to(model.device) - model.pixel_mean) / model.pixel_std
     images = ImageList.from_tensors(
         [image],
@@ -87,7 +96,6 @@ def trace_subdivision(
     features = model.backbone(images.tensor)
     coarse_logits = head.coarse_sem_seg_head.layers(features)
 
-    input_height, input_width = images.image_sizes[0]
     padded_height, padded_width = images.tensor.shape[-2:]
     output_height = batched_input.get("height", input_height)
     output_width = batched_input.get("width", input_width)
@@ -212,13 +220,13 @@ class InstanceSubdivisionStep:
     Attributes:
         points: (R, P, 2) float32 ``(x, y)`` centres of each detection's re-predicted cells, in
             output-image pixels (box-normalized points mapped through the detection's box).
-        masks: (R, H, W) bool masks after this step: the step's logits of each detection's class
-            pasted into its box (probability > 0.5), as detectron2 pastes the final masks.
+        masks: the R masks after this step: the step's logits of each detection's class pasted
+            into its box (probability >= 0.5) when read, as detectron2 pastes the final masks.
         resolution: side of the per-box logit grid after this step.
     """
 
     points: np.ndarray
-    masks: np.ndarray
+    masks: BoxMasks
     resolution: int
 
 
@@ -238,7 +246,8 @@ def trace_instance_subdivision(
 
     Returns:
         The model's detections at the output size, on the CPU (what ``model([batched_input])``
-        returns as ``instances``: the last step's masks are its ``pred_masks``, tested), and one
+        returns as ``instances``, with its ``pred_masks`` as :class:`BoxMasks`: the last step's
+        masks, tested), and one
         :class:`InstanceSubdivisionStep` per subdivision step, its detections in that order.
     """
     mask_head = getattr(getattr(model, "roi_heads", None), "mask_head", None)
@@ -256,11 +265,11 @@ def trace_instance_subdivision(
     input_height, input_width = images.image_sizes[0]
     output_height = batched_input.get("height", input_height)
     output_width = batched_input.get("width", input_width)
-    # detector_postprocess scales the boxes in place and drops empty ones: keep the input-frame
+    # The postprocessing scales the boxes in place and drops empty ones: keep the input-frame
     # boxes for the points and an index to follow the detections it keeps.
     input_boxes = detections.pred_boxes.tensor.clone()
     detections.trace_index = torch.arange(len(detections), device=input_boxes.device)
-    results = detector_postprocess(detections, output_height, output_width)
+    results = postprocess_detections(detections, output_height, output_width)
     keep = results.trace_index
     results.remove("trace_index")
     to_output = input_boxes.new_tensor([output_width / input_width, output_height / input_height])
@@ -269,16 +278,12 @@ def trace_instance_subdivision(
 
     def record(step: subdivision.SubdivisionStep) -> None:
         points = box_points_to_image(input_boxes, step.point_coords)[keep] * to_output
-        masks = paste_masks_in_image(
-            step.refined[keep, 0].sigmoid(),
-            results.pred_boxes,
-            (output_height, output_width),
-            threshold=0.5,
-        )
+        probabilities = step.refined[keep, 0].sigmoid()
+        masks = BoxMasks(probabilities, results.pred_boxes.tensor, (output_height, output_width))
         steps.append(
             InstanceSubdivisionStep(
                 points=points.float().cpu().numpy(),
-                masks=masks.cpu().numpy(),
+                masks=masks.to("cpu"),
                 resolution=step.refined.shape[-1],
             )
         )
@@ -296,15 +301,42 @@ def instance_colors(num_instances: int) -> np.ndarray:
     return palette[np.arange(num_instances) % len(palette)]
 
 
+def mask_polygons(masks: BoxMasks) -> np.ndarray:
+    """
+    The outlines that detectron2's Visualizer draws for each mask (``GenericMask.polygons``: a
+    list of flat ``[x, y, x, y, ...]`` arrays in image pixels), traced within each mask's box
+    region only: the same polygons as from the whole-image mask, whose pixels outside the region
+    are all 0.
+
+    Returns:
+        (R,) object array of the R polygon lists.
+    """
+    polygons = np.empty(len(masks), dtype=object)
+    for index in range(len(masks)):
+        crop, (rows, columns) = masks.crop(index)
+        height, width = crop.shape
+        outlines = GenericMask(crop.cpu().numpy(), height, width).polygons
+        offset = np.array([columns.start, rows.start])
+        polygons[index] = [outline + np.resize(offset, len(outline)) for outline in outlines]
+    return polygons
+
+
 def overlay_instances(image: np.ndarray, instances: Instances, metadata: Metadata) -> np.ndarray:
     """
     Detections drawn over the image by detectron2's ``Visualizer.draw_instance_predictions``:
     masks, boxes, ``metadata.thing_classes`` names and scores (the classes' ``thing_colors``,
-    jittered, where the metadata has them).
+    jittered, where the metadata has them). :class:`BoxMasks` are drawn from their
+    :func:`mask_polygons`, without a full-image mask.
     """
     mode = ColorMode.SEGMENTATION if metadata.get("thing_colors") else ColorMode.IMAGE
     visualizer = Visualizer(image, metadata, instance_mode=mode)
-    return visualizer.draw_instance_predictions(instances.to("cpu")).get_image()
+    instances = instances.to("cpu")
+    if instances.has("pred_masks") and isinstance(instances.pred_masks, BoxMasks):
+        # The Visualizer reads pred_masks as an array of masks, each of which may be a list of
+        # polygons: an object array of the polygon lists passes through as they are.
+        fields = {**instances.get_fields(), "pred_masks": mask_polygons(instances.pred_masks)}
+        instances = Instances(instances.image_size, **fields)
+    return visualizer.draw_instance_predictions(instances).get_image()
 
 
 def draw_instance_subdivision_step(
@@ -331,9 +363,12 @@ def draw_instance_subdivision_step(
         points_view, step.points.reshape(-1, 2), np.repeat(colors, num_points, axis=0)
     )
     masks_view = _dim(image)
-    # The first detections (highest scores) on top: paint in reverse order.
-    for mask, color in zip(step.masks[::-1], colors[::-1], strict=True):
-        masks_view[mask] = (0.4 * masks_view[mask] + 0.6 * color).astype(np.uint8)
+    # The first detections (highest scores) on top: paint in reverse order, each mask within its
+    # box region (a view of masks_view).
+    for index in reversed(range(num_instances)):
+        crop, region = step.masks.crop(index)
+        mask, view = crop.cpu().numpy(), masks_view[region]
+        view[mask] = (0.4 * view[mask] + 0.6 * colors[index]).astype(np.uint8)
     _caption(points_view, f"step {step_index}: {num_drawn} points")
     _caption(masks_view, f"masks at {step.resolution}x{step.resolution}")
     return np.concatenate([points_view, masks_view], axis=1)

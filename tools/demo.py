@@ -33,7 +33,6 @@ import os
 
 import cv2
 import numpy as np
-import torch
 import tqdm
 from detectron2.config import CfgNode
 from detectron2.data import Metadata, MetadataCatalog
@@ -215,10 +214,10 @@ def draw_instances(
         return [overlay_instances(rgb, instances[keep], metadata)]
     # The traced run is the model's inference (tested): one run gives detections and steps.
     instances, steps = trace_instance_subdivision(predictor.model, predictor.model_input(path))
-    keep = (instances.scores >= confidence_threshold).numpy()
-    pictures = [overlay_instances(rgb, instances[torch.from_numpy(keep)], metadata)]
+    keep = instances.scores >= confidence_threshold
+    pictures = [overlay_instances(rgb, instances[keep], metadata)]
     for index, step in enumerate(steps, start=1):
-        kept = InstanceSubdivisionStep(step.points[keep], step.masks[keep], step.resolution)
+        kept = InstanceSubdivisionStep(step.points[keep.numpy()], step.masks[keep], step.resolution)
         pictures.append(draw_instance_subdivision_step(rgb, kept, index))
     return pictures
 
