@@ -65,6 +65,7 @@ DRY_RUN_TRAINING = [
 ]  # fmt: skip
 DRY_RUN_SEMANTIC = ["INPUT.CROP.SIZE", "(128, 128)", "INPUT.MIN_SIZE_TEST", "128",
                     "INPUT.MAX_SIZE_TEST", "256"]  # fmt: skip
+DRY_RUN_INSTANCE = ["MODEL.RPN.POST_NMS_TOPK_TEST", "100", "TEST.DETECTIONS_PER_IMAGE", "10"]
 AMP_SKIPPED_ON_CPU = (
     "skipped on the CPU: detectron2's AMPTrainer runs CUDA autocast with a CUDA GradScaler"
 )
@@ -112,7 +113,7 @@ def legs(out: Path, dry_run: bool) -> list[Leg]:
         benchmark("benchmark_semantic"),
         benchmark("benchmark_instance", "--case", "instance"),
         training("quickstart_semseg", SEMANTIC_CONFIG, dry_run_options=DRY_RUN_SEMANTIC),
-        training("quickstart_instance", INSTANCE_CONFIG),
+        training("quickstart_instance", INSTANCE_CONFIG, dry_run_options=DRY_RUN_INSTANCE),
         amp,
     ]
 
@@ -160,7 +161,8 @@ def training_figures(metrics_file: Path) -> dict:
         values = [r[key] for r in records if key in r]
         if values:
             figures[f"{key}_s_per_iteration"] = statistics.median(values)
-    iterations = [r["iteration"] for r in records if "iteration" in r]
+    # The evaluation's record comes after the last iteration's, numbered MAX_ITER.
+    iterations = [r["iteration"] for r in records if "time" in r]
     if iterations:
         figures["iterations"] = max(iterations) + 1
     final = {k: r[k] for r in records for k in METRICS if k in r}
@@ -194,11 +196,26 @@ def summary_table(records: list) -> Table:
     )  # fmt: skip
 
 
+def amp_comparison(records: list) -> str | None:
+    """Time per iteration with AMP against without, when both legs measured it."""
+    times = {r["leg"]: r.get("time_s_per_iteration") for r in records}
+    fp32, amp = times.get("quickstart_semseg"), times.get("quickstart_semseg_amp")
+    if not (fp32 and amp):
+        return None
+    return (
+        f"Semantic quickstart, time per iteration: {amp:.4f} s with AMP, {fp32:.4f} s without "
+        f"(AMP / FP32 = {amp / fp32:.3f})."
+    )
+
+
 def write_summary(out: Path, header: dict, records: list) -> None:
     """summary.json and summary.md: the header and every leg so far (rewritten each time)."""
-    (out / "summary.json").write_text(json.dumps({**header, "legs": records}, indent=2))
+    comparison = amp_comparison(records)
+    summary = {**header, "legs": records, "amp_comparison": comparison}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     lines = ["# pointrend_d2 GPU check", "", *markdown_header(header)]
     lines += ["", summary_table(records).markdown(), ""]
+    lines += [comparison, ""] if comparison else []
     lines += ["Commands:", ""] + [f"- {r['leg']}: `{r['command']}`" for r in records]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
@@ -231,12 +248,15 @@ def main(argv=None) -> int:
         torch.get_num_threads(),
         mode="dry run on the CPU, tiny sizes" if args.dry_run else "one GPU",
     )
+    del header["threads"], header["TF32"]  # each benchmark's own header says them
     records = []
     for leg in planned:
         cap_s = CAPS[leg.name] * (DRY_RUN_CAP_FACTOR if args.dry_run else 1)
         records.append(run_leg(leg, args.out, cap_s))
         write_summary(args.out, header, records)
     print(summary_table(records).text(), flush=True)
+    if amp_comparison(records):
+        print(amp_comparison(records), flush=True)
     return 0 if all(r["status"] in ("ok", "skipped") for r in records) else 1
 
 
