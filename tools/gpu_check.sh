@@ -8,12 +8,12 @@
 # tools/make_wheelhouse.sh wrote (no package index needed), with the two commands the docs give;
 # its output goes to OUT/install.log. Then tools/gpu_check.py runs the benchmarks and the
 # quickstarts from this checkout, writing every result to OUT as it goes. --dry-run: the same
-# legs on the CPU at tiny sizes (tests/tools/test_gpu_check.py). PYTHON (default python) is the
+# legs on the CPU at tiny sizes (tests/tools/test_gpu_check.py). PYTHON (default python3) is the
 # python with torch.
 set -euo pipefail
 usage="usage: bash tools/gpu_check.sh OUT [--wheelhouse DIR] [--dry-run]"
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-python=${PYTHON:-python}
+python=${PYTHON:-python3}
 out="" wheelhouse="" check_args=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -44,4 +44,4 @@ if [ -n "$wheelhouse" ]; then
 fi
 # This checkout's code first, as tools/with_env.sh does (an installed pointrend_d2 is shadowed).
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
-exec "$python" "$repo/tools/gpu_check.py" "$out" "${check_args[@]}"
+exec "$python" "$repo/tools/gpu_check.py" "$out" ${check_args[@]+"${check_args[@]}"}
