@@ -26,7 +26,9 @@ def read_version() -> str:
     return re.search(r'^__version__ = "([^"]+)"$', source, re.MULTILINE).group(1)
 
 
-# cityscapesscripts 2.3.0 (the latest) calls np.in1d, which numpy 2.4 removed.
+# cityscapesscripts 2.3.0 (the latest) calls np.in1d, which numpy 2.4 removed; its instance
+# evaluation (evaluator_type cityscapes_instance) needs numpy 1, as it dumps numpy 2's integer
+# scalars to json.
 CITYSCAPES = ["cityscapesscripts", "numpy<2.4"]
 # torch.onnx's exporter needs onnxscript; onnxruntime runs the exported model.
 EXPORT = ["onnx", "onnxscript", "onnxruntime"]
