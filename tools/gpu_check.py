@@ -20,7 +20,7 @@ the exit status is 1 if any leg failed or timed out.
 
 --dry-run runs the same legs on the CPU at tiny sizes (benchmarks --quick, 4 training iterations
 of small crops), so that tests/tools/test_gpu_check.py keeps the script from rotting; the AMP leg
-is skipped there with its reason (detectron2's AMPTrainer is CUDA autocast), its command recorded.
+is skipped there with its reason (detectron2's AMPTrainer requires CUDA), its command recorded.
 
     python tools/gpu_check.py OUT [--dry-run]
 """
@@ -67,7 +67,8 @@ DRY_RUN_SEMANTIC = ["INPUT.CROP.SIZE", "(128, 128)", "INPUT.MIN_SIZE_TEST", "128
                     "INPUT.MAX_SIZE_TEST", "256"]  # fmt: skip
 DRY_RUN_INSTANCE = ["MODEL.RPN.POST_NMS_TOPK_TEST", "100", "TEST.DETECTIONS_PER_IMAGE", "10"]
 AMP_SKIPPED_ON_CPU = (
-    "skipped on the CPU: detectron2's AMPTrainer runs CUDA autocast with a CUDA GradScaler"
+    "skipped on the CPU: detectron2's AMPTrainer runs CUDA autocast and refuses the CPU "
+    '("[AMPTrainer] CUDA is required for AMP training!")'
 )
 # The final metrics reported per training leg (metrics.json keys).
 METRICS = ("sem_seg/mIoU", "boundary_iou/mBIoU", "bbox/AP", "segm/AP", "boundary/AP")
