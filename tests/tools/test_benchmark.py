@@ -217,3 +217,42 @@ def test_benchmark_names_why_cuda_cannot_be_used(monkeypatch, capsys):
         benchmark.main(["--device", "cuda", "--quick"])
     assert exit_info.value.code == 2
     assert "--device cuda: torch.cuda.is_available() is False (torch " in capsys.readouterr().err
+
+
+def test_parity_checks_run_under_each_tf32_setting(monkeypatch):
+    """The GPU's bookkeeping, run on the CPU: the checks are repeated with TF32 off and on (the
+    flags are set even where they change nothing), each labelled, in JSON and in the table."""
+    monkeypatch.syspath_prepend(str(REPO / "tools"))
+    semantic = load_tool("benchmark_semantic")
+    seen = []
+
+    class RecordingTf32:
+        def __init__(self, enabled):
+            self.enabled = enabled
+
+        def __enter__(self):
+            seen.append(self.enabled)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(semantic, "tf32_settings", lambda device: [False, True])
+    monkeypatch.setattr(semantic, "tf32", RecordingTf32)
+    models = semantic.build_models(semantic.VARIANTS, 3, 18, "cpu")
+    checks = semantic.output_checks(models, semantic.random_image(64, 64))
+    assert seen == [False, True]
+    assert [(c["variant"], c["expected"], c["tf32"]) for c in checks] == [
+        (*pair, enabled) for enabled in (False, True) for pair in semantic.OUTPUT_CHECKS
+    ]
+    # The same float32 computation on the CPU either way.
+    assert checks[:3] == [{**c, "tf32": False} for c in checks[3:]]
+    case = {
+        "height": 64, "width": 64, "num_classes": 3, "output_checks": checks,
+        "refinement_ms": {"ours": {"median": 1.0, "min": 1.0, "max": 1.0, "n": 1}},
+        "whole_ms": {"ours": {"median": 2.0, "min": 2.0, "max": 2.0, "n": 1}},
+    }  # fmt: skip
+    table = semantic.case_tables(case)[-1]
+    assert [row[:2] for row in table.rows] == [
+        [f"{a} vs {b}", tf32] for tf32 in ("off", "on") for a, b in
+        (("(c)", "(b)"), ("(d)", "(b)"), ("(d)", "(c)"))
+    ]  # fmt: skip
