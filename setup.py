@@ -30,8 +30,10 @@ def read_version() -> str:
 # evaluation (evaluator_type cityscapes_instance) needs numpy 1, as it dumps numpy 2's integer
 # scalars to json.
 CITYSCAPES = ["cityscapesscripts", "numpy<2.4"]
-# torch.onnx's exporter needs onnxscript; onnxruntime runs the exported model.
-EXPORT = ["onnx", "onnxscript", "onnxruntime"]
+# torch.onnx's exporter needs onnxscript; onnxruntime runs the exported model. torch 2.11's
+# torch.export refuses the model's dynamic image size (ConstraintViolationError); 2.13 and 2.14.1
+# export it (checked on the CPU).
+EXPORT = ["torch>=2.13", "onnx", "onnxscript", "onnxruntime"]
 # detectron2's runtime requirements that the list below does not already hold. Its wheel is
 # installed with --no-deps (tools/detectron2_wheel.sh): its metadata pins numpy<2, which the code
 # pointrend_d2 runs does not need, and leaves out fvcore and iopath, which it imports.
@@ -63,8 +65,8 @@ setup(
     # What pointrend_d2, its tools and detectron2 import. detectron2 is not on PyPI under its own
     # name, so it is not listed: install it first (README, "Install").
     install_requires=[
-        # Checked on the CPU with torch 2.11.0 (as on the GPU machines) and 2.14.1 (the pinned
-        # environment of tools/with_env.sh).
+        # Checked on the CPU (models, data, evaluation) with torch 2.11.0 (as on the GPU
+        # machines, Python 3.12, numpy 2.4), 2.13.0 and 2.14.1 (the pinned environment).
         "torch>=2.11",
         # detectron2 imports torchvision but does not declare it.
         "torchvision",
