@@ -10,16 +10,17 @@ Eager against exported inference, in one process, on the same (1, 3, H, W) uint8
 The model is exported with pointrend_d2.deploy.export (as tools/export_model.py does) into a
 temporary folder; timings are interleaved after a warm-up, as in tools/benchmark.py, and ratios
 are taken between medians of the same run. Each exported output is checked against the eager one.
+Export times, timings and checks are printed, and written to --json and --markdown, as each is
+measured.
 
     python tools/benchmark_export.py --random-weights      # R-50-FPN PointRend, 19 classes,
                                                            # 512x1024; about 5 minutes on 2 cores
     python tools/benchmark_export.py --config-file CFG --size 1024 2048 MODEL.WEIGHTS model.pth
+    python tools/benchmark_export.py --random-weights --markdown docs/results/export-cpu.md
 """
 
 import argparse
 import importlib.metadata
-import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -27,7 +28,15 @@ import time
 from pathlib import Path
 
 import torch
-from benchmark import ratio, time_interleaved  # tools/benchmark.py, beside this script
+from benchmark_harness import (
+    Report,
+    Table,
+    add_output_arguments,
+    check_new_outputs,
+    run_header,
+    time_interleaved,
+    timing_table,
+)
 from detectron2.modeling import build_model
 
 from pointrend_d2.checkpoint import SafeCheckpointer
@@ -48,7 +57,7 @@ LABELS = {
 }
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -65,11 +74,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, nargs=2, default=(512, 1024), metavar=("H", "W"))
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant")
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
-    parser.add_argument("--json", type=Path, help="write the results to this JSON file")
+    add_output_arguments(parser)
     parser.add_argument(
         "opts", default=[], nargs=argparse.REMAINDER, help="config overrides KEY VALUE ..."
     )
-    return parser.parse_args(argv)
+    return parser
 
 
 def build_cfg(args: argparse.Namespace, workdir: Path):
@@ -94,21 +103,55 @@ def eager_model(cfg, selection: str):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
+    parser = argument_parser()
+    args = parser.parse_args(argv)
+    check_new_outputs(parser, args)
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="pointrend_benchmark_export_"))
+    try:
+        return run(args, workdir)
+    finally:
+        shutil.rmtree(workdir)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict:
+    """Export, time and check, reporting each part as it is measured."""
     cfg = build_cfg(args, workdir)
-    export_s, predictors = {}, {}
+    height, width = args.size
+    report = Report(
+        "pointrend_d2 benchmark: eager against exported",
+        run_header(
+            torch.device("cpu"),
+            args.threads,
+            onnxruntime=importlib.metadata.version("onnxruntime"),
+            config=args.config_file or f"{DEFAULT_CONFIG.name} {' '.join(DEFAULT_OPTS)}",
+            weights="random" if args.random_weights else cfg.MODEL.WEIGHTS,
+        ),
+        args.json,
+        args.markdown,
+    )
+    results = {
+        **report.header,
+        "height": height,
+        "width": width,
+        "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        "export_s": {},
+    }
+    predictors = {}
     for export_format in EXPORT_FORMATS:
-        print(f"exporting {export_format} ...", file=sys.stderr)
+        print(f"exporting {export_format} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         export_model(cfg, str(workdir / export_format), export_format)
-        export_s[export_format] = time.perf_counter() - start
+        results["export_s"][export_format] = time.perf_counter() - start
         predictors[export_format] = ExportedPredictor(
             str(workdir / export_format), num_threads=args.threads
         )
+    report.add(
+        "Export time: "
+        + ", ".join(f"{LABELS[f]} {s:.1f} s" for f, s in results["export_s"].items())
+    )
+    report.save(results)
     eager = {"bounded": eager_model(cfg, "bounded"), "topk": eager_model(cfg, "topk")}
-    height, width = args.size
     image = torch.randint(
         0, 256, (1, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
@@ -117,58 +160,42 @@ def main(argv=None) -> dict:
         "eager_topk": lambda: eager["topk"]([{"image": image[0]}]),
         **{f: (lambda p=p: p.run(image)) for f, p in predictors.items()},
     }
-    print(f"timing {height}x{width} ...", file=sys.stderr)
-    results = {
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-        "torch": torch.__version__,
-        "onnxruntime": importlib.metadata.version("onnxruntime"),
-        "threads": args.threads,
-        "config": args.config_file or f"{DEFAULT_CONFIG.name} {' '.join(DEFAULT_OPTS)}",
-        "weights": "random" if args.random_weights else cfg.MODEL.WEIGHTS,
-        "height": height,
-        "width": width,
-        "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
-        "export_s": export_s,
-        "whole_ms": time_interleaved(fns, args.repeats, torch.device("cpu")),
-        "output_checks": {
-            f: compare_with_eager(eager["bounded"], p.run, image) for f, p in predictors.items()
-        },
+    print(f"timing {height}x{width} ...", file=sys.stderr, flush=True)
+    results["whole_ms"] = time_interleaved(fns, args.repeats, torch.device("cpu"))
+    report.add(
+        timing_table(
+            f"{height}x{width}, {results['num_classes']} classes: whole model on a uint8 image, "
+            "batch 1",
+            results["whole_ms"],
+            LABELS,
+            (("/ bounded", "eager_bounded"), ("/ top-k", "eager_topk")),
+        )
+    )
+    report.save(results)
+    results["output_checks"] = {
+        f: compare_with_eager(eager["bounded"], p.run, image) for f, p in predictors.items()
     }
-    shutil.rmtree(workdir)
-    print_report(results)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    report.add(checks_table(results["output_checks"]))
+    report.save(results)
     return results
 
 
-def print_report(results: dict) -> None:
-    """Print the results as a table."""
-    print(
-        f"\nMachine: {results['machine']}; torch {results['torch']}, onnxruntime "
-        f"{results['onnxruntime']}, {results['threads']} threads; {results['config']}, "
-        f"{results['weights']} weights, batch 1"
+def checks_table(checks: dict) -> Table:
+    """Each exported output against the eager one."""
+    rows = [
+        [
+            f"{LABELS[export_format]} vs eager",
+            f"{check['max_abs_diff']:.2e}",
+            f"{check['max_rel_diff']:.2e}",
+            f"{check['argmax_agreement']:.6f}",
+        ]
+        for export_format, check in checks.items()
+    ]
+    return Table(
+        "Exported outputs against the eager model's (CPU: TF32 does not apply)",
+        ["output", "max |logit difference|", "of the largest", "argmax agreement"],
+        rows,
     )
-    print("Export time: " + ", ".join(f"{f} {s:.1f} s" for f, s in results["export_s"].items()))
-    times = results["whole_ms"]
-    repeats = times["eager_bounded"]["n"]
-    print(
-        f"\n{results['height']}x{results['width']}, {results['num_classes']} classes: whole model "
-        f"on a uint8 image (ms, median [min-max] of {repeats})"
-    )
-    print(f"{'variant':<22}{'median':>10}{'min':>10}{'max':>10}{'/ bounded':>11}{'/ top-k':>10}")
-    for variant, t in times.items():
-        print(
-            f"{LABELS[variant]:<22}{t['median']:>10.1f}{t['min']:>10.1f}{t['max']:>10.1f}"
-            f"{ratio(t['median'], times['eager_bounded']['median']):>11.3f}"
-            f"{ratio(t['median'], times['eager_topk']['median']):>10.3f}"
-        )
-    print()
-    for export_format, check in results["output_checks"].items():
-        print(
-            f"{LABELS[export_format]} vs eager output: max |logit difference| "
-            f"{check['max_abs_diff']:.2e} ({check['max_rel_diff']:.2e} of the largest), argmax "
-            f"agreement {check['argmax_agreement']:.6f}"
-        )
 
 
 if __name__ == "__main__":

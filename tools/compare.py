@@ -24,13 +24,12 @@ import numpy as np
 import tqdm
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation.sem_seg_evaluation import load_image_into_numpy_array
 from detectron2.utils.logger import setup_logger
 
 from pointrend_d2.config import setup_cfg
 from pointrend_d2.data import register_datasets_from_config
 from pointrend_d2.data.image_io import ImageReader
-from pointrend_d2.evaluation import boundary_band
+from pointrend_d2.evaluation import boundary_band, read_label_map
 from pointrend_d2.predictor import Predictor
 from pointrend_d2.visualization import colorize_labels
 
@@ -158,7 +157,7 @@ def main(argv=None) -> None:
     samples = []
     for record in tqdm.tqdm(records, unit="image"):
         rgb = read_rgb(record["file_name"])
-        gt = load_image_into_numpy_array(record["sem_seg_file_name"], dtype=int)
+        gt = read_label_map(record["sem_seg_file_name"], dtype=int)
         predictions = [
             predictor(record["file_name"])["sem_seg"].argmax(dim=0).cpu().numpy()
             for predictor in (baseline, pointrend)

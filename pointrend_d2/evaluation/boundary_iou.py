@@ -35,9 +35,10 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator, SemSegEvaluator
-from detectron2.evaluation.sem_seg_evaluation import load_image_into_numpy_array
 from detectron2.utils.comm import all_gather, is_main_process, synchronize
 from detectron2.utils.file_io import PathManager
+
+from .label_files import read_label_map
 
 __all__ = [
     "BoundaryIoUEvaluator",
@@ -156,7 +157,7 @@ class BoundaryIoUEvaluator(DatasetEvaluator):
         dilation_ratio: float = 0.02,
         distributed: bool = True,
         output_dir: str | None = None,
-        sem_seg_loading_fn: Callable[..., np.ndarray] = load_image_into_numpy_array,
+        sem_seg_loading_fn: Callable[..., np.ndarray] = read_label_map,
     ):
         """
         Args:
@@ -289,8 +290,11 @@ class SemSegIoUEvaluator(SemSegEvaluator):
     without its ``BoundaryIoU-<class>`` and ``min(IoU, B-Iou)-<class>`` keys. Those erode the
     multi-class label map as one grey-level image, which mixes classes: they are not Boundary IoU
     (see :class:`BoundaryIoUEvaluator` for the per-class metric) and are not computed at all.
+
+    Labels are read by :func:`read_label_map` unless ``sem_seg_loading_fn`` says otherwise:
+    detectron2's default reader fails under numpy 2.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, dataset_name: str, *args, sem_seg_loading_fn=read_label_map, **kwargs):
+        super().__init__(dataset_name, *args, sem_seg_loading_fn=sem_seg_loading_fn, **kwargs)
         self._compute_boundary_iou = False

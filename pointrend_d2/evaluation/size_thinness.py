@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
-from detectron2.evaluation.sem_seg_evaluation import load_image_into_numpy_array
 from detectron2.utils.comm import all_gather, is_main_process, synchronize
 from detectron2.utils.file_io import PathManager
 
+from .label_files import read_label_map
 from .object_measures import BINNINGS, Binning
 from .stage_breakdown import StageBreakdown, correct_pattern
 
@@ -158,7 +158,7 @@ class SemSegSizeThinnessEvaluator(DatasetEvaluator):
         prediction_keys: Sequence[str] = ("sem_seg",),
         distributed: bool = True,
         output_dir: str | None = None,
-        sem_seg_loading_fn: Callable[..., np.ndarray] = load_image_into_numpy_array,
+        sem_seg_loading_fn: Callable[..., np.ndarray] = read_label_map,
     ):
         """
         Args:

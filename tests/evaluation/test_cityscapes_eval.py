@@ -16,6 +16,7 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from pointrend_d2.engine import build_evaluator
+from pointrend_d2.evaluation import read_label_map
 from tests.helpers import small_fpn_cfg
 
 cityscapes_labels = pytest.importorskip("cityscapesscripts.helpers.labels")
@@ -132,7 +133,10 @@ def test_official_miou_equals_sem_seg_evaluator(cityscapes_val, tmp_path, predic
     assert len(batches) == len(FRAMES)
 
     official = evaluate(build_evaluator(cfg, cityscapes_val), batches)
-    detectron2s = evaluate(SemSegEvaluator(cityscapes_val, distributed=False), batches)
+    detectron2s = evaluate(
+        SemSegEvaluator(cityscapes_val, distributed=False, sem_seg_loading_fn=read_label_map),
+        batches,
+    )
     print(
         f"{predictor}: official IoU {official['sem_seg']['IoU']!r}, SemSegEvaluator mIoU "
         f"{detectron2s['sem_seg']['mIoU']!r}, BoundaryIoUEvaluator mIoU "

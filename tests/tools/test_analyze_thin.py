@@ -10,9 +10,9 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation.sem_seg_evaluation import load_image_into_numpy_array
 from detectron2.modeling import build_model
 
+from pointrend_d2.evaluation import read_label_map
 from tests.helpers import REPO, small_fpn_cfg, small_rcnn_cfg
 
 SEMANTIC_VAL = "textured_shapes_sem_seg_val"
@@ -69,7 +69,7 @@ def test_semantic_run_counts_every_ground_truth_pixel_and_appends_markdown(tmp_p
     records = DatasetCatalog.get(SEMANTIC_VAL)[:2]
     ignore = MetadataCatalog.get(SEMANTIC_VAL).ignore_label
     gt_pixels = sum(
-        int((load_image_into_numpy_array(r["sem_seg_file_name"], dtype=int) != ignore).sum())
+        int((read_label_map(r["sem_seg_file_name"], dtype=int) != ignore).sum())
         for r in records
     )
     for labels in (
