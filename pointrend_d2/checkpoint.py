@@ -99,6 +99,11 @@ _WRITE_FAILURES = {
         "the file would exceed the file-size limit of this process",
         "Raise the limit (ulimit -f unlimited, in the shell that starts the job), then run again",
     ),
+    errno.ENOENT: ("its folder does not exist", "Create {directory}, then run again"),
+    errno.EACCES: (
+        "its folder is not writable",
+        "Give yourself write permission on {directory}, or write elsewhere, then run again",
+    ),
 }
 
 
@@ -107,7 +112,7 @@ def _write_failure(path: str, os_error: OSError) -> FileWriteError:
     directory = os.path.dirname(os.path.abspath(path))
     cause, advice = _WRITE_FAILURES.get(
         os_error.errno,
-        ("writing failed", "Check {directory} (free space, permissions), then run again"),
+        ("writing failed", "Check the disk that holds {directory}, then run again"),
     )
     failure = FileWriteError(
         f"Could not write {path}: {cause} ([Errno {os_error.errno}] "

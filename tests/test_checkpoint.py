@@ -170,7 +170,7 @@ def test_a_save_past_the_file_size_limit_names_the_file_and_keeps_the_previous_o
          "elsewhere, then run again"),
         (errno.EDQUOT, "the disk quota is used up", "Free space within your quota, or write "
          "elsewhere, then run again"),
-        (errno.EIO, "writing failed", "Check {folder} (free space, permissions), then run again"),
+        (errno.EIO, "writing failed", "Check the disk that holds {folder}, then run again"),
     ],
 )  # fmt: skip
 def test_a_write_that_the_file_system_refuses_says_why(tmp_path, error_number, cause, advice):
@@ -189,6 +189,17 @@ def test_a_write_that_the_file_system_refuses_says_why(tmp_path, error_number, c
         + advice.format(folder=tmp_path)
     )
     assert path.read_bytes() == b"previous" and os.listdir(tmp_path) == ["model.pth"]
+
+
+def test_a_save_into_a_missing_folder_says_so(tmp_path):
+    folder = tmp_path / "missing"
+    with pytest.raises(FileWriteError) as error:
+        SafeCheckpointer(nn.Linear(1, 1), str(folder), save_to_disk=True).save("model_final")
+    assert str(error.value) == (
+        f"Could not write {folder / 'model_final.pth'}: its folder does not exist ([Errno 2] No "
+        f"such file or directory). Nothing was replaced: {folder / 'model_final.pth'} keeps its "
+        f"previous content, if it had any. Create {folder}, then run again"
+    )
 
 
 class WritesMarker:
