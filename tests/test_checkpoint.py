@@ -236,8 +236,27 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, extension):
     assert marker.exists()
 
 
-@pytest.mark.parametrize("allow_unsafe_pickle", [False, True])
-def test_a_pth_written_by_pickle_dump_is_named_as_such(tmp_path, allow_unsafe_pickle):
+PLAIN_PICKLE = "a plain pickle (written by pickle.dump, not torch.save)"
+RESAVE = (
+    "re-save it with torch.save, whose files load without running code; or, if it is in "
+    "detectron2's model-zoo format, give it the extension .pkl"
+)
+
+
+@pytest.mark.parametrize(
+    "allow_unsafe_pickle,error_type,message",
+    [
+        (False, UnsafeCheckpointError, "Refusing to load {path}: it is " + PLAIN_PICKLE + ", and "
+         "unpickling it can run arbitrary code. If you trust its source, " + RESAVE + " and allow "
+         "it with tools/train_net.py --allow-unsafe-pickle (the config key "
+         "MODEL.ALLOW_UNSAFE_PICKLE True)"),
+        (True, CorruptCheckpointError, "Checkpoint {path} is " + PLAIN_PICKLE + ", which "
+         "torch.load cannot read: " + RESAVE),
+    ],
+)  # fmt: skip
+def test_a_pth_written_by_pickle_dump_is_named_as_such(
+    tmp_path, allow_unsafe_pickle, error_type, message
+):
     """torch.load reads neither way a pickle.dump file: the message says what it is and what to
     do, never an empty "()" of torch's refusal."""
     model = nn.Linear(3, 2)
@@ -245,24 +264,9 @@ def test_a_pth_written_by_pickle_dump_is_named_as_such(tmp_path, allow_unsafe_pi
     with open(path, "wb") as f:
         pickle.dump({"model": model.state_dict()}, f)
     checkpointer = SafeCheckpointer(model, allow_unsafe_pickle=allow_unsafe_pickle)
-    if allow_unsafe_pickle:
-        with pytest.raises(CorruptCheckpointError) as error:
-            checkpointer.load(str(path))
-        assert str(error.value) == (
-            f"Checkpoint {path} is a plain pickle (written by pickle.dump, not torch.save), which "
-            "torch.load cannot read: re-save it with torch.save, whose files load without running "
-            "code; or, if it is in detectron2's model-zoo format, give it the extension .pkl"
-        )
-        return
-    with pytest.raises(UnsafeCheckpointError) as error:
+    with pytest.raises(error_type) as error:
         checkpointer.load(str(path))
-    assert str(error.value) == (
-        f"Refusing to load {path}: it is a plain pickle (written by pickle.dump, not torch.save), "
-        "and unpickling it can run arbitrary code. If you trust its source, re-save it with "
-        "torch.save, whose files load without running code; or, if it is in detectron2's "
-        "model-zoo format, give it the extension .pkl and allow it with tools/train_net.py "
-        "--allow-unsafe-pickle (the config key MODEL.ALLOW_UNSAFE_PICKLE True)"
-    )
+    assert str(error.value) == message.format(path=path)
     # Re-saved with torch.save, the same tensors load.
     torch.save({"model": model.state_dict()}, path)
     checkpointer.load(str(path))
