@@ -226,17 +226,23 @@ def export_model(
 
     Returns:
         The program's path.
+
+    Raises:
+        ValueError, FileNotFoundError, CheckpointMismatchError: see
+            :func:`build_exportable_model` and :func:`class_names_and_colors`.
+        pointrend_d2.checkpoint.FileWriteError: a file could not be written (a full disk);
+            each file is written whole or not at all, so a previous export stays usable.
     """
     if export_format not in EXPORT_FORMATS:
         raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {export_format!r}")
     model = build_exportable_model(cfg)
+    class_names, class_colors = class_names_and_colors(cfg)
     example = torch.randint(0, 256, (1, 3, *example_size), dtype=torch.uint8)
     size = {2: torch.export.Dim("height", min=2), 3: torch.export.Dim("width", min=2)}
     # Without it the shape arithmetic special-cases maps of size 1 (a 1x1 p5 or ASPP pooling),
     # and images whose padded side is 32 or 64 would be outside the program's range.
     with fx_config.patch(backed_size_oblivious=True), torch.no_grad():
         program = torch.export.export(model, (example,), dynamic_shapes=(size,))
-    class_names, class_colors = class_names_and_colors(cfg)
     if export_format == "torch_export":
 
         def write_program(f):
@@ -258,7 +264,6 @@ def export_model(
 
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, ARTIFACT_FILES[export_format])
-    # Whole or not at all, so that a failed export (a full disk) leaves a previous one usable.
     atomic_write(path, write_program)
     ExportMetadata(
         format=export_format,
