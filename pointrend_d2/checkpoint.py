@@ -5,12 +5,13 @@ at all.
 Saving writes each file through a temporary file in the same folder, flushed to disk and then
 renamed over the target (an atomic rename on POSIX file systems), and tags ``last_checkpoint``
 the same way after the checkpoint is complete: a job killed at any moment leaves the previous
-checkpoints and a ``last_checkpoint`` that names a complete file.
+checkpoints and a ``last_checkpoint`` that names a complete file. A save that fails (a full disk,
+the file-size limit) is a :class:`FileWriteError` that names the file and the cause.
 
 Loading unpickles ``.pth`` files with ``torch.load(weights_only=True)``, which only rebuilds
-tensors and plain containers, and refuses detectron2's pickle formats (``.pkl``, ``.pyth``),
-whose unpickling can run arbitrary code, unless it is explicitly allowed. A file that is missing,
-empty, truncated or damaged is reported as such, naming it.
+tensors and plain containers, and refuses detectron2's pickle formats (``.pkl``, ``.pyth``) and
+files written by ``pickle.dump``, whose unpickling can run arbitrary code, unless it is explicitly
+allowed. A file that is missing, empty, truncated or damaged is reported as such, naming it.
 
 A checkpoint must fill the model: a model tensor it lacks, a tensor of another shape and a tensor
 the model does not have are an error that names them, because detectron2 would skip them with a
@@ -20,6 +21,7 @@ never does.
 """
 
 import contextlib
+import errno
 import os
 import pickle
 import pickletools
@@ -33,16 +35,19 @@ from urllib.parse import urlparse
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
+from detectron2.modeling import GeneralizedRCNN, SemanticSegmentor
 from tabulate import tabulate
 from torch import nn
 
 __all__ = [
     "CheckpointMismatchError",
     "CorruptCheckpointError",
+    "FileWriteError",
     "SafeCheckpointer",
     "UnsafeCheckpointError",
     "atomic_write",
     "load_weights_for_inference",
+    "zip_archive_damage",
 ]
 
 # Formats that detectron2 reads with plain pickle.load / torch.load(weights_only=False).
@@ -66,11 +71,82 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 
 class CorruptCheckpointError(ValueError):
-    """A checkpoint file that is empty, truncated or damaged, or not a checkpoint at all."""
+    """A checkpoint file that is empty, truncated or damaged, or not in the format its name says."""
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint that does not fill the model: tensors missing, of another shape, or unused."""
+
+
+class FileWriteError(OSError):
+    """
+    A file that could not be written (a full disk, the file-size limit, ...); the file it was to
+    replace is unchanged. ``errno`` is that of the operating system's error.
+    """
+
+
+# errno -> (what happened, what to do), for the errors that a save meets in practice.
+_WRITE_FAILURES = {
+    errno.ENOSPC: (
+        "the disk is full",
+        "Free space on the disk that holds {directory}, or write elsewhere, then run again",
+    ),
+    errno.EDQUOT: (
+        "the disk quota is used up",
+        "Free space within your quota, or write elsewhere, then run again",
+    ),
+    errno.EFBIG: (
+        "the file would exceed the file-size limit of this process",
+        "Raise the limit (ulimit -f unlimited, in the shell that starts the job), then run again",
+    ),
+    errno.ENOENT: ("its folder does not exist", "Create {directory}, then run again"),
+    errno.EACCES: (
+        "its folder is not writable",
+        "Give yourself write permission on {directory}, or write elsewhere, then run again",
+    ),
+}
+
+
+def _write_failure(path: str, os_error: OSError) -> FileWriteError:
+    """The :class:`FileWriteError` for a write of ``path`` that ``os_error`` failed."""
+    directory = os.path.dirname(os.path.abspath(path))
+    cause, advice = _WRITE_FAILURES.get(
+        os_error.errno,
+        ("writing failed", "Check the disk that holds {directory}, then run again"),
+    )
+    failure = FileWriteError(
+        f"Could not write {path}: {cause} ([Errno {os_error.errno}] "
+        f"{os.strerror(os_error.errno)}). Nothing was replaced: {path} keeps its previous "
+        f"content, if it had any. {advice.format(directory=directory)}"
+    )
+    failure.errno = os_error.errno
+    return failure
+
+
+class _GuardedFile:
+    """
+    The binary file that :func:`atomic_write` gives its ``write``: it keeps the first OSError of
+    a write (torch reports it only as "unexpected pos"), after which, and once the atomic write
+    is over, it drops writes. torch's archive writers write their end records again when they are
+    destroyed, and an error there aborts the process.
+    """
+
+    def __init__(self, file: IO[bytes]):
+        self._file = file
+        self.error: OSError | None = None
+        self.closed_to_writes = False
+
+    def write(self, data) -> int:
+        if self.error is not None or self.closed_to_writes:
+            return memoryview(data).nbytes
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
 
 
 def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
@@ -81,21 +157,35 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
     Args:
         path: a local file path.
         write: writes the content to the binary file object it is given.
+
+    Raises:
+        FileWriteError: the file system refused the write (a full disk, the file-size limit),
+            naming ``path`` and the cause; ``path`` is unchanged. Other errors of ``write`` pass.
     """
     directory = os.path.dirname(os.path.abspath(path))
     # Hidden and not ending in .pth, so that nothing lists it as a checkpoint; the pid keeps
     # concurrent writers apart.
     temporary_path = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    guarded = None
     try:
         with open(temporary_path, "wb") as f:
-            write(f)
+            guarded = _GuardedFile(f)
+            write(guarded)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary_path, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary_path)
+        os_error = guarded.error if guarded is not None else None
+        if os_error is None and isinstance(error, OSError) and error.errno is not None:
+            os_error = error
+        if os_error is not None:
+            raise _write_failure(path, os_error) from error
         raise
+    finally:
+        if guarded is not None:
+            guarded.closed_to_writes = True
     # The rename itself is on disk only once the folder is.
     directory_fd = os.open(directory, os.O_RDONLY)
     try:
@@ -111,6 +201,27 @@ def _pickle_damage(f: IO[bytes]) -> str | None:
             pass
     except ValueError as error:
         return str(error)
+    return None
+
+
+def zip_archive_damage(path: str, format_name: str) -> str | None:
+    """
+    Why the local file ``path``, meant to be a zip archive (``format_name``, e.g. "torch.save's
+    format"), is not a whole one, or None: it is empty, not a zip archive, cut short or damaged at
+    its end, or a member fails its CRC check (which torch's readers do not check).
+    """
+    if os.path.getsize(path) == 0:
+        return "the file is empty"
+    with open(path, "rb") as f:
+        if f.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
+            return f"it is not a zip archive ({format_name})"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged_member = archive.testzip()
+    except zipfile.BadZipFile:
+        return f"it starts as a zip archive ({format_name}), but its end is missing or damaged"
+    if damaged_member is not None:
+        return f"its archive member {damaged_member} fails its CRC check"
     return None
 
 
@@ -130,31 +241,58 @@ def _file_damage(path: str) -> str | None:
             if damage is not None:
                 return f"it is neither a zip archive nor a whole pickle ({damage})"
             return None
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged_member = archive.testzip()
-            if damaged_member is not None:
-                return f"its archive member {damaged_member} fails its CRC check"
-            pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
-            if not pickles:
-                return "it is a zip archive without data.pkl, not a torch.save file"
-            with archive.open(pickles[0]) as f:
-                damage = _pickle_damage(f)
-            return None if damage is None else f"its data.pkl is not a whole pickle ({damage})"
-    except zipfile.BadZipFile:
-        return "it starts as a zip archive (torch.save's format), but its end is missing or damaged"
+    damage = zip_archive_damage(path, "torch.save's format")
+    if damage is not None:
+        return damage
+    with zipfile.ZipFile(path) as archive:
+        pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+        if not pickles:
+            return "it is a zip archive without data.pkl, not a torch.save file"
+        with archive.open(pickles[0]) as f:
+            damage = _pickle_damage(f)
+    return None if damage is None else f"its data.pkl is not a whole pickle ({damage})"
 
 
 def _torch_reason(error: Exception) -> str:
-    """The object torch's weights-only unpickler refused, from its error, as " (...)" or ""."""
+    """What torch's weights-only unpickler refused, from its error, as " (...)" or ""."""
     match = re.search(
-        r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed| Please|\n|$)", str(error)
+        r"WeightsUnpickler error:\s*([^\n]*?)(?: was not an allowed| Please|\n|$)", str(error)
     )
-    return f" ({match.group(1)})" if match else ""
+    return f" ({match.group(1)})" if match and match.group(1) else ""
+
+
+def _is_plain_pickle(path: str) -> bool:
+    """
+    Whether the local file ``path`` was written by ``pickle.dump``: not a zip archive (torch.save's
+    format) nor torch.save's legacy format, whose first pickle is torch's magic number. Reads the
+    opcodes of that first pickle only; runs nothing.
+    """
+    values = []
+    with open(path, "rb") as f:
+        if f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC:
+            return False
+        f.seek(0)
+        with contextlib.suppress(ValueError):
+            for opcode, argument, _ in pickletools.genops(f):
+                if opcode.name not in ("PROTO", "FRAME", "STOP"):
+                    values.append(argument)
+    return values != [torch.serialization.MAGIC_NUMBER]
 
 
 def _is_local(path: str) -> bool:
     return "://" not in path
+
+
+def _shaping_keys(model: nn.Module) -> str:
+    """The config keys that give ``model``'s tensors their names and shapes, for advice."""
+    if isinstance(model, GeneralizedRCNN):
+        return (
+            "MODEL.ROI_HEADS.NUM_CLASSES, MODEL.ROI_MASK_HEAD.*, MODEL.POINT_HEAD.* and the "
+            "backbone"
+        )
+    if isinstance(model, SemanticSegmentor):
+        return "MODEL.SEM_SEG_HEAD.NUM_CLASSES, MODEL.POINT_HEAD.* and the backbone"
+    return "the keys under MODEL"
 
 
 def _group(names: Iterable[str]) -> list[str]:
@@ -310,6 +448,8 @@ class SafeCheckpointer(DetectionCheckpointer):
         damage = _file_damage(filename)
         if damage is not None:
             raise self._corrupt(filename, damage)
+        if not filename.endswith(_PICKLE_EXTENSIONS) and _is_plain_pickle(filename):
+            raise self._plain_pickle(filename)
         try:
             return super()._load_file(filename)
         except pickle.UnpicklingError as error:
@@ -323,6 +463,24 @@ class SafeCheckpointer(DetectionCheckpointer):
         except (EOFError, RuntimeError) as error:
             # Damage past what _file_damage reads, e.g. torch's legacy format cut short.
             raise self._corrupt(filename, str(error)) from error
+
+    def _plain_pickle(self, path: str) -> Exception:
+        """The error for a checkpoint that ``pickle.dump`` wrote under a name torch.load reads."""
+        source = self._source(path)
+        what = "a plain pickle (written by pickle.dump, not torch.save)"
+        resave = "re-save it with torch.save, whose files load without running code"
+        model_zoo = "if it is in detectron2's model-zoo format, give it the extension .pkl"
+        if self.allow_unsafe_pickle:
+            return CorruptCheckpointError(
+                f"Checkpoint {source} is {what}, which torch.load cannot read: {resave}; or, "
+                f"{model_zoo}"
+            )
+        return UnsafeCheckpointError(
+            f"Refusing to load {source}: it is {what}, and unpickling it can run arbitrary code. "
+            f"If you trust its source, {resave}; or, {model_zoo} and allow it with "
+            "tools/train_net.py --allow-unsafe-pickle (the config key MODEL.ALLOW_UNSAFE_PICKLE "
+            "True)"
+        )
 
     def _torch_load(self, f: str) -> dict[str, Any]:
         return torch.load(f, map_location="cpu", weights_only=not self.allow_unsafe_pickle)
@@ -343,8 +501,7 @@ class SafeCheckpointer(DetectionCheckpointer):
             raise CheckpointMismatchError(
                 f"Checkpoint {self._loading} does not fit the model:\n{table}\nIt was saved from "
                 "a model of another config: load it with that config (compare "
-                "MODEL.SEM_SEG_HEAD.NUM_CLASSES, MODEL.POINT_HEAD.* and the backbone). "
-                f"{_HOW_TO_ALLOW_PARTIAL}"
+                f"{_shaping_keys(self.model)}). {_HOW_TO_ALLOW_PARTIAL}"
             )
         self.logger.warning(
             f"Loaded {self._loading} partially (MODEL.ALLOW_PARTIAL_WEIGHTS): these tensors keep "

@@ -1,9 +1,11 @@
 """
-Crash-safe checkpoints (atomic writes, last_checkpoint only ever names a complete file), resuming
-with the optimizer and scheduler state, weights-only loading that refuses code in pickles, damaged
-or missing files named as such, and loads that must fill the model unless training opts in.
+Crash-safe checkpoints (atomic writes, last_checkpoint only ever names a complete file, also when
+the process is killed mid-write or the disk refuses the write), resuming with the optimizer and
+scheduler state, weights-only loading that refuses code in pickles, damaged or missing files named
+as such, and loads that must fill the model unless training opts in.
 """
 
+import errno
 import os
 import pathlib
 import pickle
@@ -25,13 +27,23 @@ from torch import nn
 from pointrend_d2.checkpoint import (
     CheckpointMismatchError,
     CorruptCheckpointError,
+    FileWriteError,
     SafeCheckpointer,
     UnsafeCheckpointError,
+    atomic_write,
 )
 from pointrend_d2.config import setup_cfg
 from pointrend_d2.engine import Trainer
 from pointrend_d2.predictor import Predictor
-from tests.helpers import FAST_OPTS, REPO, config_path, read_metrics, run_train_net, small_fpn_cfg
+from tests.helpers import (
+    FAST_OPTS,
+    REPO,
+    config_path,
+    read_metrics,
+    run_train_net,
+    small_fpn_cfg,
+    small_rcnn_cfg,
+)
 
 
 def checkpoint_files(folder) -> list[str]:
@@ -84,6 +96,112 @@ def test_crash_before_tagging_leaves_last_checkpoint_at_the_previous_file(tmp_pa
     torch.load(tmp_path / "model_0000009.pth", weights_only=True)
 
 
+# A child process that saves model_0000004.pth (zeros, complete and tagged), says so on stdout,
+# then saves model_0000009.pth (ones) of the same model: 32 tensors of 1 MiB.
+SAVE_TWICE = """
+import resource, sys, torch
+from torch import nn
+from pointrend_d2.checkpoint import SafeCheckpointer
+model = nn.ParameterList(nn.Parameter(torch.zeros(1 << 18)) for _ in range(32))
+checkpointer = SafeCheckpointer(model, sys.argv[1], save_to_disk=True)
+checkpointer.save("model_0000004", iteration=4)
+if len(sys.argv) > 2:  # a file-size limit for what follows
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+print("saved", flush=True)
+with torch.no_grad():
+    for parameter in model:
+        parameter.fill_(1.0)
+checkpointer.save("model_0000009", iteration=9)
+"""
+
+
+def assert_first_checkpoint_intact(folder) -> None:
+    """model_0000004.pth of SAVE_TWICE is whole, loads, and is the one to resume from."""
+    assert (folder / "last_checkpoint").read_text() == "model_0000004.pth"
+    assert not (folder / "model_0000009.pth").exists()
+    model = nn.ParameterList(nn.Parameter(torch.ones(1 << 18)) for _ in range(32))
+    checkpointer = SafeCheckpointer(model, str(folder))
+    assert checkpointer.get_checkpoint_file() == str(folder / "model_0000004.pth")
+    assert checkpointer.resume_or_load("", resume=True)["iteration"] == 4
+    assert all(not parameter.any() for parameter in model)
+
+
+def test_sigkill_while_a_large_checkpoint_is_written_keeps_the_previous_one(tmp_path):
+    """A real SIGKILL, once the second checkpoint's temporary file holds its first MiB."""
+    command = [sys.executable, "-c", SAVE_TWICE, str(tmp_path)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "saved\n"
+        temporary = tmp_path / f".model_0000009.pth.{process.pid}.tmp"
+        while not (temporary.exists() and temporary.stat().st_size >= 1 << 20):
+            assert process.poll() is None, "the second save ended before the kill"
+            time.sleep(0.001)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    # Killed before the rename: the new checkpoint exists only as a partial temporary file.
+    assert temporary.stat().st_size < (tmp_path / "model_0000004.pth").stat().st_size
+    assert_first_checkpoint_intact(tmp_path)
+
+
+def test_a_save_past_the_file_size_limit_names_the_file_and_keeps_the_previous_one(tmp_path):
+    """A full disk, as a file-size limit (CPython ignores SIGXFSZ): the write fails with EFBIG,
+    which torch alone reports as "unexpected pos"."""
+    command = [sys.executable, "-c", SAVE_TWICE, str(tmp_path), str(10 << 20)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode == 1, result.stderr[-3000:]
+    target = tmp_path / "model_0000009.pth"
+    assert result.stderr.strip().endswith(
+        f"pointrend_d2.checkpoint.FileWriteError: Could not write {target}: the file would "
+        "exceed the file-size limit of this process ([Errno 27] File too large). Nothing was "
+        f"replaced: {target} keeps its previous content, if it had any. Raise the limit (ulimit "
+        "-f unlimited, in the shell that starts the job), then run again"
+    ), result.stderr[-3000:]
+    assert "unexpected pos" not in result.stderr.split("FileWriteError")[-1]
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000004.pth"]
+    assert_first_checkpoint_intact(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "error_number,cause,advice",
+    [
+        (errno.ENOSPC, "the disk is full", "Free space on the disk that holds {folder}, or write "
+         "elsewhere, then run again"),
+        (errno.EDQUOT, "the disk quota is used up", "Free space within your quota, or write "
+         "elsewhere, then run again"),
+        (errno.EIO, "writing failed", "Check the disk that holds {folder}, then run again"),
+    ],
+)  # fmt: skip
+def test_a_write_that_the_file_system_refuses_says_why(tmp_path, error_number, cause, advice):
+    def write_then_fail(f):
+        f.write(b"partial")
+        raise OSError(error_number, os.strerror(error_number))
+
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"previous")
+    with pytest.raises(FileWriteError) as error:
+        atomic_write(str(path), write_then_fail)
+    assert error.value.errno == error_number
+    assert str(error.value) == (
+        f"Could not write {path}: {cause} ([Errno {error_number}] {os.strerror(error_number)}). "
+        f"Nothing was replaced: {path} keeps its previous content, if it had any. "
+        + advice.format(folder=tmp_path)
+    )
+    assert path.read_bytes() == b"previous" and os.listdir(tmp_path) == ["model.pth"]
+
+
+def test_a_save_into_a_missing_folder_says_so(tmp_path):
+    folder = tmp_path / "missing"
+    with pytest.raises(FileWriteError) as error:
+        SafeCheckpointer(nn.Linear(1, 1), str(folder), save_to_disk=True).save("model_final")
+    assert str(error.value) == (
+        f"Could not write {folder / 'model_final.pth'}: its folder does not exist ([Errno 2] No "
+        f"such file or directory). Nothing was replaced: {folder / 'model_final.pth'} keeps its "
+        f"previous content, if it had any. Create {folder}, then run again"
+    )
+
+
 class WritesMarker:
     """Unpickling it creates the file ``marker``: code run by loading a checkpoint."""
 
@@ -116,6 +234,49 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, extension):
     # The payload is real: the explicit opt-in runs it.
     SafeCheckpointer(model, allow_unsafe_pickle=True).load(str(path))
     assert marker.exists()
+
+
+PLAIN_PICKLE = "a plain pickle (written by pickle.dump, not torch.save)"
+RESAVE = (
+    "re-save it with torch.save, whose files load without running code; or, if it is in "
+    "detectron2's model-zoo format, give it the extension .pkl"
+)
+
+
+@pytest.mark.parametrize(
+    "allow_unsafe_pickle,error_type,message",
+    [
+        (False, UnsafeCheckpointError, "Refusing to load {path}: it is " + PLAIN_PICKLE + ", and "
+         "unpickling it can run arbitrary code. If you trust its source, " + RESAVE + " and allow "
+         "it with tools/train_net.py --allow-unsafe-pickle (the config key "
+         "MODEL.ALLOW_UNSAFE_PICKLE True)"),
+        (True, CorruptCheckpointError, "Checkpoint {path} is " + PLAIN_PICKLE + ", which "
+         "torch.load cannot read: " + RESAVE),
+    ],
+)  # fmt: skip
+def test_a_pth_written_by_pickle_dump_is_named_as_such(
+    tmp_path, allow_unsafe_pickle, error_type, message
+):
+    """torch.load reads neither way a pickle.dump file: the message says what it is and what to
+    do, never an empty "()" of torch's refusal."""
+    model = nn.Linear(3, 2)
+    path = tmp_path / "model_final.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"model": model.state_dict()}, f)
+    checkpointer = SafeCheckpointer(model, allow_unsafe_pickle=allow_unsafe_pickle)
+    with pytest.raises(error_type) as error:
+        checkpointer.load(str(path))
+    assert str(error.value) == message.format(path=path)
+    # Re-saved with torch.save, the same tensors load.
+    torch.save({"model": model.state_dict()}, path)
+    checkpointer.load(str(path))
+
+
+def test_torch_legacy_format_is_not_taken_for_a_plain_pickle(tmp_path):
+    model = nn.Linear(3, 2)
+    path = tmp_path / "legacy.pth"
+    torch.save({"model": model.state_dict()}, path, _use_new_zipfile_serialization=False)
+    SafeCheckpointer(model).load(str(path))
 
 
 @pytest.mark.slow
@@ -259,8 +420,27 @@ def test_a_checkpoint_of_another_class_count_is_an_error_naming_the_tensors(tmp_
         for name, (checkpoint, model) in shapes.items()
     }
     assert (
+        "(compare MODEL.SEM_SEG_HEAD.NUM_CLASSES, MODEL.POINT_HEAD.* and the backbone)" in message
+    )
+    assert (
         "MODEL.ALLOW_PARTIAL_WEIGHTS True (tools/train_net.py --allow-partial-weights)" in message
     )
+
+
+def test_a_mismatch_advises_the_keys_of_the_model_at_hand(tmp_path):
+    """An instance model's classes are MODEL.ROI_HEADS.NUM_CLASSES, not the semantic key."""
+    SafeCheckpointer(build_model(small_rcnn_cfg(num_classes=5)), str(tmp_path)).save("model")
+    with pytest.raises(CheckpointMismatchError) as error:
+        SafeCheckpointer(build_model(small_rcnn_cfg(num_classes=3))).load(
+            str(tmp_path / "model.pth")
+        )
+    message = str(error.value)
+    assert "| roi_heads.box_predictor.cls_score.weight " in message
+    assert (
+        "load it with that config (compare MODEL.ROI_HEADS.NUM_CLASSES, MODEL.ROI_MASK_HEAD.*, "
+        "MODEL.POINT_HEAD.* and the backbone)" in message
+    )
+    assert "SEM_SEG_HEAD" not in message
 
 
 def test_a_checkpoint_with_tensors_the_model_lacks_is_an_error(tmp_path):

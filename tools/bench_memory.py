@@ -35,7 +35,7 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from tabulate import tabulate
 
 from pointrend_d2.config import setup_cfg
-from pointrend_d2.data.mapper import SemanticDatasetMapper
+from pointrend_d2.data.inference_mapper import InferenceMapper
 from pointrend_d2.modeling.tiling import tile_spans
 from pointrend_d2.predictor import Predictor, build_model_input
 
@@ -116,7 +116,7 @@ def count_detections(weights: str, image: Path, detections_per_image: int) -> in
          "TEST.DETECTIONS_PER_IMAGE", detections_per_image],
     )  # fmt: skip
     predictor = Predictor(cfg)
-    model_input = build_model_input(SemanticDatasetMapper(cfg, is_train=False), str(image))
+    model_input = build_model_input(InferenceMapper(cfg), str(image))
     with torch.no_grad():
         (detections,) = predictor.model.inference([model_input], do_postprocess=False)
     detections.remove("pred_masks")

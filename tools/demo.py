@@ -11,7 +11,10 @@ Segment images with a trained model, or with an exported one, and write coloured
 
 --input is an image, a folder (its images) or a glob. For every image ``<stem>`` it writes
 ``<output>/<stem>.png`` and, with --show-points (PointRend models, eager only),
-``<output>/<stem>_step<k>.png`` for each subdivision step k.
+``<output>/<stem>_step<k>.png`` for each subdivision step k. Images that share a stem (x.png and
+x.jpg, or a/x.png and b/x.png) are told apart by the rest of their path (x_png, x_jpg; a_x_png,
+b_x_png), which the log says. --output must not be the folder of an input image: the outputs
+never replace an input, nor each other.
 
 Semantic models (and exported ones): the prediction over the image in the dataset's colours; the
 step panels show the points re-predicted at that step over the image, and beside it the
@@ -30,6 +33,8 @@ import argparse
 import glob
 import logging
 import os
+import re
+from collections import defaultdict
 
 import cv2
 import numpy as np
@@ -43,7 +48,7 @@ from pointrend_d2.config import setup_cfg
 from pointrend_d2.data import register_datasets_from_config
 from pointrend_d2.data.image_io import ImageReader
 from pointrend_d2.deploy import ExportedPredictor
-from pointrend_d2.deploy.export import class_names_and_colors
+from pointrend_d2.deploy.export import class_names_and_colors, dataset_checkpoint_mismatch
 from pointrend_d2.predictor import Predictor
 from pointrend_d2.visualization import (
     InstanceSubdivisionStep,
@@ -101,6 +106,66 @@ def list_inputs(pattern: str) -> list[str]:
     return paths
 
 
+def output_stems(paths: list[str], output: str, show_points: bool) -> dict[str, str]:
+    """
+    The stem of each input image's outputs in the folder ``output``: the image's stem, or for
+    images that share one (compared case-insensitively), their paths below their common folder
+    with separators and dots as "_" (logged).
+
+    Raises:
+        SystemExit: ``output`` is a file, or the folder of an input image (its outputs could
+            replace inputs); or two images' outputs would still have one name.
+    """
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise SystemExit(f"--output {output} is a file; it must be a folder (created if missing)")
+    output_folder = os.path.realpath(output)
+    by_stem = defaultdict(list)
+    for path in paths:
+        if os.path.realpath(os.path.dirname(path) or ".") == output_folder:
+            raise SystemExit(
+                f"--output {output} is the folder of the input image {path}: the outputs would "
+                "be written among the inputs and could replace them (an input <stem>.png by its "
+                "overlay). Choose another --output folder"
+            )
+        by_stem[os.path.splitext(os.path.basename(path))[0].casefold()].append(path)
+    stems = {}
+    for same_stem in by_stem.values():
+        if len(same_stem) == 1:
+            stems[same_stem[0]] = os.path.splitext(os.path.basename(same_stem[0]))[0]
+            continue
+        folder = os.path.commonpath([os.path.abspath(path) for path in same_stem])
+        for path in same_stem:
+            stems[path] = re.sub(r"[./\\]", "_", os.path.relpath(os.path.abspath(path), folder))
+        logger.warning(
+            "Images %s share a stem: their outputs are named %s",
+            ", ".join(same_stem),
+            ", ".join(f"{stems[path]}.png" for path in same_stem),
+        )
+    _check_unique_outputs(stems, show_points)
+    return stems
+
+
+def _check_unique_outputs(stems: dict[str, str], show_points: bool) -> None:
+    """Raise SystemExit if two images' outputs (``<stem>.png``, ``<stem>_step<k>.png`` with
+    ``show_points``) would have one name."""
+    owner = {}
+    for path, stem in stems.items():
+        other = owner.setdefault(stem.casefold(), path)
+        if other != path:
+            raise SystemExit(
+                f"Images {other} and {path} would both be written to {stem}.png: rename one"
+            )
+    if not show_points:
+        return
+    for path, stem in stems.items():
+        match = re.fullmatch(r"(.*)_step\d+", stem.casefold())
+        if match and match.group(1) in owner:
+            raise SystemExit(
+                f"The --show-points panel {stem}.png of {owner[match.group(1)]} would replace the "
+                f"overlay of {path}: rename {path}, or leave out --show-points"
+            )
+
+
 def demo_metadata(class_names: list[str], class_colors: list[list[int]] | None) -> Metadata:
     """Metadata for the overlays; classes without known colours get a fixed random palette."""
     if class_colors is None:
@@ -123,7 +188,8 @@ def instance_metadata(cfg: CfgNode) -> Metadata:
     else "class 0", "class 1", ...
 
     Raises:
-        SystemExit: that dataset's class count differs from MODEL.ROI_HEADS.NUM_CLASSES.
+        ValueError: that dataset's class count differs from MODEL.ROI_HEADS.NUM_CLASSES, which
+            the loaded checkpoint fits.
     """
     register_datasets_from_config(cfg)
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
@@ -132,9 +198,11 @@ def instance_metadata(cfg: CfgNode) -> Metadata:
         metadata = MetadataCatalog.get(name)
         if metadata.get("thing_classes"):
             if len(metadata.thing_classes) != num_classes:
-                raise SystemExit(
-                    f"Dataset {name!r} has {len(metadata.thing_classes)} thing_classes but "
-                    f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes}: is this the model's dataset?"
+                raise dataset_checkpoint_mismatch(
+                    cfg,
+                    name,
+                    len(metadata.thing_classes),
+                    f"MODEL.ROI_HEADS.NUM_CLASSES={num_classes}",
                 )
             fields = {"thing_classes": list(metadata.thing_classes)}
             if metadata.get("thing_colors"):
@@ -225,12 +293,14 @@ def draw_instances(
 def main(argv=None) -> None:
     args = parse_args(argv)
     setup_logger(name="pointrend_d2")
+    paths = list_inputs(args.input)
+    stems = output_stems(paths, args.output, args.show_points)
     predictor, metadata = build_predictor(args)
     os.makedirs(args.output, exist_ok=True)
 
-    paths = list_inputs(args.input)
     instance = isinstance(predictor, Predictor) and is_instance_config(predictor.cfg)
     read_rgb = ImageReader("RGB")  # as the predictors read it: the same pixels, oriented alike
+    num_written = 0
     for path in tqdm.tqdm(paths, disable=len(paths) == 1, unit="image"):
         rgb = read_rgb(path)
         if instance:
@@ -239,11 +309,11 @@ def main(argv=None) -> None:
             )
         else:
             pictures = draw_semantic(predictor, metadata, path, rgb, args.show_points)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        write_png(os.path.join(args.output, f"{stem}.png"), pictures[0])
+        write_png(os.path.join(args.output, f"{stems[path]}.png"), pictures[0])
         for index, panel in enumerate(pictures[1:], start=1):
-            write_png(os.path.join(args.output, f"{stem}_step{index}.png"), panel)
-    logger.info("Wrote %d image(s) to %s", len(paths), args.output)
+            write_png(os.path.join(args.output, f"{stems[path]}_step{index}.png"), panel)
+        num_written += len(pictures)
+    logger.info("Wrote %d PNG(s) for %d image(s) to %s", num_written, len(paths), args.output)
 
 
 def write_png(path: str, rgb: np.ndarray) -> None:

@@ -27,9 +27,8 @@ from torch import Tensor, nn
 from torch.fx.experimental import _config as fx_config
 from torch.nn import functional as F
 
-from ..checkpoint import load_weights_for_inference
+from ..checkpoint import atomic_write, load_weights_for_inference
 from ..data import register_datasets_from_config
-from ..data.catalog import validate_dataset_classes
 from ..modeling.semantic_seg import PointRendSemanticHead
 from .exported_predictor import ARTIFACT_FILES, ExportMetadata
 
@@ -39,6 +38,7 @@ __all__ = [
     "build_exportable_model",
     "class_names_and_colors",
     "compare_with_eager",
+    "dataset_checkpoint_mismatch",
     "export_model",
 ]
 
@@ -146,23 +146,56 @@ def build_exportable_model(cfg: CfgNode) -> ExportableSegmentor:
     return ExportableSegmentor(model.eval()).eval()
 
 
+def dataset_checkpoint_mismatch(
+    cfg: CfgNode, dataset_name: str, num_dataset_classes: int, model_classes: str
+) -> ValueError:
+    """
+    The error for a dataset whose class count differs from that of a model whose weights are
+    loaded: the model's count is its checkpoint's, so advice to set the config's count to the
+    dataset's would only fail on the checkpoint.
+
+    Args:
+        cfg: the model's config (DATASETS.TEST, MODEL.WEIGHTS).
+        dataset_name: the dataset whose class names were to label the outputs.
+        num_dataset_classes: its number of classes.
+        model_classes: the model's class count as its config gives it, e.g.
+            "MODEL.ROI_HEADS.NUM_CLASSES=4".
+    """
+    config_key = "DATASETS.TEST" if dataset_name in cfg.DATASETS.TEST else "DATASETS.TRAIN"
+    return ValueError(
+        f"Dataset {dataset_name!r} ({config_key}) has {num_dataset_classes} classes, but the "
+        f"model has {model_classes}, which its checkpoint {cfg.MODEL.WEIGHTS} fits: the dataset "
+        "and the checkpoint disagree. Name in DATASETS.TEST the dataset that the checkpoint was "
+        "trained on (its class names label the outputs)"
+    )
+
+
 def class_names_and_colors(cfg: CfgNode) -> tuple[list[str], list[list[int]] | None]:
     """
-    Names and RGB colours of the output channels: ``stuff_classes`` and ``stuff_colors`` of the
-    first of DATASETS.TEST, DATASETS.TRAIN whose metadata has them (folder specs registered
-    first), else "class 0", "class 1", ... and no colours.
+    Names and RGB colours of the output channels of a semantic model whose weights are loaded:
+    ``stuff_classes`` and ``stuff_colors`` of the first of DATASETS.TEST, DATASETS.TRAIN whose
+    metadata has them (folder specs registered first), else "class 0", "class 1", ... and no
+    colours.
 
     Raises:
-        ValueError: that dataset's class count differs from MODEL.SEM_SEG_HEAD.NUM_CLASSES.
+        ValueError: that dataset does not have one class per output channel
+            (MODEL.SEM_SEG_HEAD.NUM_CLASSES, or 2 for a single foreground logit).
     """
     register_datasets_from_config(cfg)
+    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    num_outputs = max(num_classes, 2)
     for name in (*cfg.DATASETS.TEST, *cfg.DATASETS.TRAIN):
         metadata = MetadataCatalog.get(name)
         if metadata.get("stuff_classes"):
-            validate_dataset_classes(cfg, [name])
+            if len(metadata.stuff_classes) != num_outputs:
+                model_classes = f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={num_classes}"
+                if num_classes == 1:
+                    model_classes += " (a foreground logit: 2 classes)"
+                raise dataset_checkpoint_mismatch(
+                    cfg, name, len(metadata.stuff_classes), model_classes
+                )
             colors = metadata.get("stuff_colors")
             return list(metadata.stuff_classes), [list(c) for c in colors] if colors else None
-    num_outputs = max(cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, 2)
     return [f"class {i}" for i in range(num_outputs)], None
 
 
@@ -187,32 +220,45 @@ def export_model(
 
     Returns:
         The program's path.
+
+    Raises:
+        ValueError, FileNotFoundError, CheckpointMismatchError: see
+            :func:`build_exportable_model` and :func:`class_names_and_colors`.
+        pointrend_d2.checkpoint.FileWriteError: a file could not be written (a full disk);
+            each file is written whole or not at all, so a previous export stays usable.
     """
     if export_format not in EXPORT_FORMATS:
         raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {export_format!r}")
     model = build_exportable_model(cfg)
+    class_names, class_colors = class_names_and_colors(cfg)
     example = torch.randint(0, 256, (1, 3, *example_size), dtype=torch.uint8)
     size = {2: torch.export.Dim("height", min=2), 3: torch.export.Dim("width", min=2)}
     # Without it the shape arithmetic special-cases maps of size 1 (a 1x1 p5 or ASPP pooling),
     # and images whose padded side is 32 or 64 would be outside the program's range.
     with fx_config.patch(backed_size_oblivious=True), torch.no_grad():
         program = torch.export.export(model, (example,), dynamic_shapes=(size,))
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, ARTIFACT_FILES[export_format])
     if export_format == "torch_export":
-        torch.export.save(program, path)
+
+        def write_program(f):
+            torch.export.save(program, f)
+
     else:
-        torch.onnx.export(
+        onnx_model = torch.onnx.export(
             program,
             (example,),
-            path,
             dynamo=True,
             opset_version=ONNX_OPSET,
             input_names=["image"],
             output_names=["logits"],
-            external_data=False,
-        )
-    class_names, class_colors = class_names_and_colors(cfg)
+        ).model_proto
+
+        def write_program(f):
+            # One self-contained file, as ONNXProgram.save(..., external_data=False) writes it.
+            f.write(onnx_model.SerializeToString())
+
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, ARTIFACT_FILES[export_format])
+    atomic_write(path, write_program)
     ExportMetadata(
         format=export_format,
         input_format=cfg.INPUT.FORMAT,

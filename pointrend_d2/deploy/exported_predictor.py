@@ -19,20 +19,32 @@ import os
 from typing import Any
 
 import numpy as np
+import onnxruntime
 import torch
 from detectron2.data import transforms as T
 from torch import Tensor
 
+from ..checkpoint import atomic_write, zip_archive_damage
 from ..data.inference_mapper import InferenceMapper
 from ..modeling.meta_arch import crop_and_resize_logits
 from ..predictor import build_model_input
 
-__all__ = ["ARTIFACT_FILES", "METADATA_FILE", "ExportMetadata", "ExportedPredictor"]
+__all__ = [
+    "ARTIFACT_FILES",
+    "METADATA_FILE",
+    "ExportMetadata",
+    "ExportedPredictor",
+    "UnreadableArtifactError",
+]
 
 #: The metadata file beside every artifact.
 METADATA_FILE = "pointrend_d2_export.json"
 #: The program's file name in the folder, by export format.
 ARTIFACT_FILES = {"torch_export": "model.pt2", "onnx": "model.onnx"}
+
+
+class UnreadableArtifactError(ValueError):
+    """An exported program that cannot be loaded: empty, truncated, damaged, or not a program."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +80,8 @@ class ExportMetadata:
     def save(self, directory: str) -> str:
         """Write ``directory/pointrend_d2_export.json``; returns its path."""
         path = os.path.join(directory, METADATA_FILE)
-        with open(path, "w") as f:
-            json.dump(dataclasses.asdict(self), f, indent=2)
+        content = json.dumps(dataclasses.asdict(self), indent=2).encode()
+        atomic_write(path, lambda f: f.write(content))
         return path
 
     @classmethod
@@ -142,6 +154,7 @@ class ExportedPredictor:
         Raises:
             FileNotFoundError: the folder, its metadata or its program file is missing.
             ValueError: the metadata is incomplete.
+            UnreadableArtifactError: the program file is empty, truncated or damaged.
         """
         self.metadata = ExportMetadata.load(directory)
         self.path = os.path.join(directory, self.metadata.artifact_file)
@@ -150,18 +163,29 @@ class ExportedPredictor:
                 f"{self.path} does not exist, but {os.path.join(directory, METADATA_FILE)} "
                 f"names it as the {self.metadata.format} program of this folder"
             )
+        if os.path.getsize(self.path) == 0:
+            raise self._unreadable("the file is empty")
         if self.metadata.format == "onnx":
-            import onnxruntime  # only ONNX artifacts need it
-
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = num_threads or torch.get_num_threads()
             options.inter_op_num_threads = 1
-            self._session = onnxruntime.InferenceSession(
-                self.path, options, providers=["CPUExecutionProvider"]
-            )
+            try:
+                self._session = onnxruntime.InferenceSession(
+                    self.path, options, providers=["CPUExecutionProvider"]
+                )
+            except Exception as error:  # onnxruntime's errors have no common base but Exception
+                raise self._unreadable(f"onnxruntime cannot load it ({error})") from error
             self._input_name = self._session.get_inputs()[0].name
         else:
-            self._module = torch.export.load(self.path).module()
+            # torch.export.load does not check the archive's CRCs, and reports a truncated file
+            # as zipfile's "File is not a zip file", naming nothing.
+            damage = zip_archive_damage(self.path, "torch.export's format")
+            if damage is not None:
+                raise self._unreadable(damage)
+            try:
+                self._module = torch.export.load(self.path).module()
+            except Exception as error:
+                raise self._unreadable(f"torch.export.load fails ({error})") from error
         self.mapper = InferenceMapper(
             # detectron2's test-time augmentation (detection_utils.build_augmentation).
             augmentations=[
@@ -170,6 +194,19 @@ class ExportedPredictor:
                 )
             ],
             image_format=self.metadata.input_format,
+        )
+
+    def _unreadable(self, cause: str) -> UnreadableArtifactError:
+        exported_with = self.metadata.source.get("torch", "")
+        version = (
+            f" (it was exported with torch {exported_with}, this is torch {torch.__version__})"
+            if exported_with and exported_with != torch.__version__
+            else ""
+        )
+        return UnreadableArtifactError(
+            f"Exported program {self.path} cannot be loaded: {cause}. Export it again with "
+            f"tools/export_model.py{version}, or copy it again if it was copied (an interrupted "
+            "copy leaves such files; export_model.py writes whole files or none)"
         )
 
     @torch.no_grad()

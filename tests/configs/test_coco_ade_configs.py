@@ -2,7 +2,8 @@
 The COCO stuff-only and ADE20K-150 configs: their values against their sources, the ADE20K folder
 spec (environment variables in spec paths), and one training iteration plus evaluation of each
 through tools/train_net.py on tiny datasets in detectron2's layouts. Also: every config in
-configs/ builds its model and predicts, shrunk for the CPU.
+configs/ builds its model and predicts, shrunk for the CPU, and every semantic one trains on a
+fully ignored crop with losses and gradients of 0, not NaN.
 """
 
 import re
@@ -18,6 +19,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES
 from detectron2.data.datasets.coco import load_sem_seg
 from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
 from PIL import Image
 
 from pointrend_d2.config import setup_cfg
@@ -282,3 +284,33 @@ def test_config_trains_and_evaluates_on_its_layout(
     )  # fmt: skip
     assert_evaluated(output)
     assert val_dataset in output
+
+
+SEMANTIC_CONFIGS = [
+    config
+    for config in EVERY_CONFIG
+    if setup_cfg(str(config_path(config))).MODEL.META_ARCHITECTURE != "GeneralizedRCNN"
+]
+
+
+@pytest.mark.parametrize("config", SEMANTIC_CONFIGS)
+def test_a_fully_ignored_crop_trains_with_zero_losses_and_gradients(config):
+    """
+    A random crop can hold only ignored labels (Cityscapes' and ADE20K's void, COCO's unlabeled):
+    one training step of each semantic config's model (shrunk as above) on a batch of two such
+    crops has losses of exactly 0, not NaN, and gradients of 0, so that the step changes nothing.
+    """
+    cfg = setup_cfg(str(config_path(config)))
+    cfg.merge_from_list(TINY_ANY_MODEL_OPTS)
+    model = build_model(cfg).train()
+    ignored = torch.full((SIZE, SIZE), cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE, dtype=torch.int64)
+    batch = [
+        {"image": torch.randint(0, 256, (3, SIZE, SIZE), dtype=torch.uint8), "sem_seg": ignored}
+        for _ in range(2)  # 2 images: BatchNorm's image pooling needs more than one value
+    ]
+    with EventStorage():
+        losses = model(batch)
+    assert losses and all(loss.item() == 0 for loss in losses.values()), losses
+    sum(losses.values()).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is None or not parameter.grad.any(), name

@@ -490,6 +490,9 @@ FPN_DIFFERENCES = {
     # Our registered names (same parameters, same outputs).
     "MODEL.SEM_SEG_HEAD.NAME": "PointRendSemanticHead",
     "MODEL.POINT_HEAD.NAME": "MLPPointHead",
+    # SemSegFPNHead's parameters and outputs, with a loss of 0 rather than NaN on crops whose
+    # labels are all ignored.
+    "MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME": "SemanticFPNCoarseHead",
 }
 FPN_R50_DIFFERENCES = {
     **FPN_DIFFERENCES,

@@ -1,13 +1,18 @@
 """
 End to end through tools/train_net.py on the embedded instance dataset: train the instance
 quickstart (shrunk) on the CPU, write checkpoints, evaluate with --eval-only (bbox, mask and
-Boundary AP through COCOBoundaryEvaluator), continue with --resume.
+Boundary AP through COCOBoundaryEvaluator, better than the untrained model), continue with
+--resume.
 """
 
 import re
 
 import pytest
+import torch
+from detectron2.modeling import build_model
 
+from pointrend_d2.checkpoint import SafeCheckpointer
+from pointrend_d2.config import setup_cfg
 from tests.helpers import config_path, read_metrics, run_train_net
 
 # The quickstart's model, data and tools, smaller and shorter.
@@ -35,6 +40,17 @@ def copypaste_row(output: str, task: str) -> list[float]:
     return [float(value) for value in match.group(1).split(",")]
 
 
+def evaluate_ap(config: str, weights, output_dir) -> dict[str, list[float]]:
+    """AP, AP50, ... of ``weights`` by task ("bbox", "segm", "boundary"), through train_net.py
+    --eval-only."""
+    output = run_train_net(
+        "--config-file", config, "--eval-only", *INSTANCE_FAST_OPTS,
+        "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(output_dir),
+    )  # fmt: skip
+    assert f"Loading from {weights} ..." in output, output[-3000:]  # the checkpointer's log
+    return {task: copypaste_row(output, task) for task in ("bbox", "segm", "boundary")}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config_name", ["pointrend_instance.yaml", "mask_rcnn_instance.yaml"])
 def test_instance_train_eval_resume(tmp_path, config_name):
@@ -53,13 +69,18 @@ def test_instance_train_eval_resume(tmp_path, config_name):
     if config_name.startswith("pointrend"):
         assert all("loss_mask_point" in m for m in metrics)
 
-    output = run_train_net(
-        "--config-file", config, "--eval-only", *INSTANCE_FAST_OPTS,
-        "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval"),
-    )  # fmt: skip
-    for task in ("bbox", "segm", "boundary"):
-        ap = copypaste_row(output, task)[0]
-        assert 0 <= ap <= 100, (task, ap)
+    trained = evaluate_ap(config, out / "model_final.pth", tmp_path / "eval")
+    # The untrained model: the config's model at its initialisation, saved here.
+    (tmp_path / "init").mkdir()
+    torch.manual_seed(0)
+    SafeCheckpointer(build_model(setup_cfg(config)), str(tmp_path / "init")).save("model_init")
+    untrained = evaluate_ap(config, tmp_path / "init" / "model_init.pth", tmp_path / "eval_init")
+    # AP50 (the second value), which 40 iterations raise measurably: 2.1-2.4 for boxes and
+    # 0.2-0.5 for masks (x86-64, torch 2.14.1), where the untrained model finds nothing (0.0). The
+    # masks are still too coarse for Boundary AP (0.07 and 0.0), which is only required to be
+    # reported; tests/evaluation/test_boundary_ap.py checks that it rewards better masks.
+    for task in ("bbox", "segm"):
+        assert trained[task][1] > untrained[task][1], (task, trained[task], untrained[task])
 
     output = run_train_net(
         "--config-file", config, "--resume",

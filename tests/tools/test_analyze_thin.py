@@ -69,8 +69,7 @@ def test_semantic_run_counts_every_ground_truth_pixel_and_appends_markdown(tmp_p
     records = DatasetCatalog.get(SEMANTIC_VAL)[:2]
     ignore = MetadataCatalog.get(SEMANTIC_VAL).ignore_label
     gt_pixels = sum(
-        int((read_label_map(r["sem_seg_file_name"], dtype=int) != ignore).sum())
-        for r in records
+        int((read_label_map(r["sem_seg_file_name"], dtype=int) != ignore).sum()) for r in records
     )
     for labels in (
         ("small", "medium", "large"),

@@ -2,6 +2,8 @@
 and instance models."""
 
 import importlib.util
+import logging
+import shutil
 import uuid
 from pathlib import Path
 
@@ -109,6 +111,92 @@ def test_demo_single_file_glob_and_errors(tmp_path, tiny_val_images):
     assert [p.name for p in output.iterdir()] == ["val_0000.png"]
     with pytest.raises(SystemExit, match="PointRendSemanticHead"):
         demo.main(args[:-3] + ["--show-points"] + args[-3:])  # ... but has no subdivision
+
+
+def test_demo_refuses_an_output_folder_that_holds_an_input(tmp_path, tiny_val_images):
+    """Its overlays would replace inputs of the same name: refused before anything is read."""
+    _, val_images = tiny_val_images
+    inputs = tmp_path / "photos"
+    shutil.copytree(val_images, inputs)
+    before = {path.name: path.read_bytes() for path in inputs.iterdir()}
+    demo = load_tool("demo")
+    for input_arg in (str(inputs), str(inputs / "val_0000.png"), str(inputs / "*.png")):
+        with pytest.raises(SystemExit) as error:
+            demo.main(["--config-file", "any.yaml", "--input", input_arg, "--output", str(inputs)])
+        assert str(error.value) == (
+            f"--output {inputs} is the folder of the input image {inputs / 'val_0000.png'}: the "
+            "outputs would be written among the inputs and could replace them (an input "
+            "<stem>.png by its overlay). Choose another --output folder"
+        )
+    assert {path.name: path.read_bytes() for path in inputs.iterdir()} == before
+    with pytest.raises(SystemExit, match=r"--output .*val_0000.png is a file; it must be a folder"):
+        demo.main(["--config-file", "any.yaml", "--input", str(inputs), "--output",
+                   str(inputs / "val_0000.png")])  # fmt: skip
+
+
+def test_demo_names_apart_the_outputs_of_images_that_share_a_stem(
+    tmp_path, tiny_val_images, caplog
+):
+    _, val_images = tiny_val_images
+    inputs = tmp_path / "photos"
+    inputs.mkdir()
+    shutil.copy(val_images / "val_0000.png", inputs / "x.png")
+    Image.open(val_images / "val_0001.png").save(inputs / "x.jpg", quality=95)
+    config, weights, _ = tiny_model_files(tmp_path / "model")
+    output = tmp_path / "demo"
+    with caplog.at_level(logging.INFO, logger="pointrend_d2.demo"):
+        load_tool("demo").main(
+            ["--config-file", config, "--input", str(inputs), "--output", str(output),
+             "--show-points", "--opts", "MODEL.WEIGHTS", weights]
+        )  # fmt: skip
+    expected = {
+        f"x_{ext}{panel}.png" for ext in ("jpg", "png") for panel in ("", "_step1", "_step2")
+    }
+    assert {path.name for path in output.iterdir()} == expected
+    assert not np.array_equal(read_png(output / "x_png.png"), read_png(output / "x_jpg.png"))
+    messages = [record.getMessage() for record in caplog.records]
+    assert (
+        f"Images {inputs / 'x.jpg'}, {inputs / 'x.png'} share a stem: their outputs are named "
+        "x_jpg.png, x_png.png"
+    ) in messages
+    assert f"Wrote 6 PNG(s) for 2 image(s) to {output}" in messages
+
+
+def test_output_stems_tell_apart_images_of_one_name_in_several_folders(tmp_path):
+    demo = load_tool("demo")
+    paths = [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), str(tmp_path / "y.png")]
+    assert demo.output_stems(paths, str(tmp_path / "out"), show_points=False) == {
+        paths[0]: "a_x_png",
+        paths[1]: "b_x_png",
+        paths[2]: "y",
+    }
+    # A step panel of one image would be the overlay of another.
+    paths = [str(tmp_path / "y.png"), str(tmp_path / "y_step1.png")]
+    assert demo.output_stems(paths, str(tmp_path / "out"), show_points=False)
+    with pytest.raises(SystemExit, match=r"panel y_step1.png of .*y.png would replace the overlay"):
+        demo.output_stems(paths, str(tmp_path / "out"), show_points=True)
+
+
+def test_demo_with_another_dataset_says_it_disagrees_with_the_checkpoint(
+    tmp_path, tiny_val_images, register_dataset
+):
+    """A dataset of 3 classes for a 5-class checkpoint: setting NUM_CLASSES to 3 would only fail
+    on the checkpoint, so the message names the dataset and the checkpoint."""
+    _, val_images = tiny_val_images
+    three_classes = register_dataset([], stuff_classes=["a", "b", "c"])
+    config, weights, _ = tiny_model_files(tmp_path)
+    with pytest.raises(ValueError) as error:
+        load_tool("demo").main(
+            ["--config-file", config, "--input", str(val_images), "--output", str(tmp_path / "o"),
+             "--opts", "MODEL.WEIGHTS", weights, "DATASETS.TEST", f"('{three_classes}',)"]
+        )  # fmt: skip
+    assert str(error.value) == (
+        f"Dataset '{three_classes}' (DATASETS.TEST) has 3 classes, but the model has "
+        f"MODEL.SEM_SEG_HEAD.NUM_CLASSES=5, which its checkpoint {weights} fits: the dataset and "
+        "the checkpoint disagree. Name in DATASETS.TEST the dataset that the checkpoint was "
+        "trained on (its class names label the outputs)"
+    )
+    assert not (tmp_path / "o").exists()
 
 
 def test_demo_runs_an_exported_model(tmp_path, tiny_val_images):
@@ -272,6 +360,24 @@ def test_trace_instance_subdivision_matches_model_inference():
         assert (step.points >= boxes[:, None, :2] - 1e-3).all()
         assert (step.points <= boxes[:, None, 2:] + 1e-3).all()
     assert not np.array_equal(steps[0].points, steps[1].points)
+
+
+def test_demo_instance_model_with_another_dataset_names_the_disagreement(
+    tmp_path, instance_image, register_dataset
+):
+    config, weights = tiny_instance_model_files(tmp_path / "model")
+    two_classes = register_dataset([], thing_classes=["a", "b"], evaluator_type="coco")
+    with pytest.raises(ValueError) as error:
+        load_tool("demo").main(
+            ["--config-file", config, "--input", str(instance_image), "--output",
+             str(tmp_path / "o"), "--opts", "MODEL.WEIGHTS", weights,
+             "DATASETS.TEST", f"('{two_classes}',)"]
+        )  # fmt: skip
+    assert str(error.value).startswith(
+        f"Dataset '{two_classes}' (DATASETS.TEST) has 2 classes, but the model has "
+        f"MODEL.ROI_HEADS.NUM_CLASSES=4, which its checkpoint {weights} fits: the dataset and the "
+        "checkpoint disagree."
+    )
 
 
 def test_demo_instance_baseline_and_flag_errors(tmp_path, instance_image):
