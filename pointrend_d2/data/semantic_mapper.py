@@ -6,7 +6,9 @@ Images are read by :class:`pointrend_d2.data.image_io.ImageReader` (modes, EXIF 
 Labels: single-channel integer images (PIL modes L, P, I;16, I, 1) of the image's size as
 displayed (both files' EXIF orientation applied), whose values are class indices ``0..K-1``
 (``0..1`` for a single foreground logit, K = 1) or the ignore value. Colour-coded labels (RGB)
-are refused: they must be converted to indices first.
+are refused: they must be converted to indices first. Sparse point labels (records marked by a
+dataset registered with ``sparse_labels``) follow the augmentations as points, see
+:mod:`pointrend_d2.data.sparse_labels`.
 """
 
 import copy
@@ -20,6 +22,7 @@ from detectron2.data import transforms as T
 
 from .augmentation import build_semantic_train_augmentation
 from .image_io import ImageReader, label_size_error, read_image_file, read_image_geometry
+from .sparse_labels import SPARSE_LABELS_KEY, transform_sparse_labels
 
 __all__ = ["SemanticDatasetMapper"]
 
@@ -89,6 +92,7 @@ class SemanticDatasetMapper(DatasetMapper):
         dataset_dict = copy.deepcopy(dataset_dict)
         image = self.image_reader.read_record(dataset_dict)
         label_file = dataset_dict.pop("sem_seg_file_name", None)
+        sparse_labels = dataset_dict.pop(SPARSE_LABELS_KEY, False)
         labels = (
             None
             if label_file is None
@@ -96,10 +100,16 @@ class SemanticDatasetMapper(DatasetMapper):
         )
 
         aug_input = T.AugInput(image, sem_seg=labels)
-        self.augmentations(aug_input)
+        transforms = self.augmentations(aug_input)
         dataset_dict["image"] = torch.as_tensor(
             np.ascontiguousarray(aug_input.image.transpose(2, 0, 1))
         )
+        if labels is not None and sparse_labels:
+            # The crop's category-area constraint saw the resampled map: it counts the labelled
+            # pixels that a resize kept, not areas.
+            aug_input.sem_seg = transform_sparse_labels(
+                labels, transforms, aug_input.image.shape[:2], self.ignore_value
+            )
         if labels is not None:
             dataset_dict["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
         return dataset_dict
