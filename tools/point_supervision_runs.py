@@ -155,7 +155,11 @@ def results_table(task: str, metrics: dict, seeds: list[int]) -> str:
 
 def results_page(task: str, metrics: dict, seeds: list[int], root: Path) -> str:
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,  # outside a git checkout the page says "unknown"
     ).stdout.strip()
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}"
     seed_list = " ".join(map(str, seeds))
