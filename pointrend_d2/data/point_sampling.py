@@ -26,7 +26,7 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from .coco_json import validate_coco_json
-from .image_io import read_image_file
+from .semantic_mapper import read_label_file
 
 __all__ = [
     "annotation_mask",
@@ -224,15 +224,7 @@ def write_sparse_label_folder(
     if not relative_paths:
         raise FileNotFoundError(f"No {label_ext} label files found in {label_dir}")
     for relative_path in relative_paths:
-        label_file = os.path.join(label_dir, relative_path)
-        label_image = read_image_file(label_file, "Label")
-        if len(label_image.getbands()) != 1 or label_image.mode == "F":
-            raise ValueError(
-                f"Label file {label_file} has PIL mode {label_image.mode}; labels must be "
-                "single-channel integer class indices"
-            )
-        labels = np.asarray(label_image)
-        labels = labels.astype(np.uint8) if labels.dtype == np.bool_ else labels
+        labels = read_label_file(os.path.join(label_dir, relative_path))
         sparse = sparse_label_map(
             labels, points_per_class, point_generator(seed, relative_path), ignore_value
         )

@@ -24,7 +24,25 @@ from .augmentation import build_semantic_train_augmentation
 from .image_io import ImageReader, label_size_error, read_image_file, read_image_geometry
 from .sparse_labels import SPARSE_LABELS_KEY, transform_sparse_labels
 
-__all__ = ["SemanticDatasetMapper"]
+__all__ = ["SemanticDatasetMapper", "read_label_file"]
+
+
+def read_label_file(file_name: str) -> np.ndarray:
+    """
+    The (H, W) integer labels of a label file, as displayed (see the module docstring).
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file; a ValueError for colour (not
+            single-channel integer) labels.
+    """
+    label_image = read_image_file(file_name, "Label")
+    if len(label_image.getbands()) != 1 or label_image.mode == "F":
+        raise ValueError(
+            f"Label file {file_name} has PIL mode {label_image.mode}; labels must be "
+            "single-channel integer class indices (mode L, P, I;16 or I), not colours"
+        )
+    labels = np.asarray(label_image)
+    return labels.astype(np.uint8) if labels.dtype == np.bool_ else labels  # mode "1"
 
 
 class SemanticDatasetMapper(DatasetMapper):
@@ -127,15 +145,7 @@ class SemanticDatasetMapper(DatasetMapper):
         Returns:
             (H, W) labels, uint8 when the label values fit (else int32).
         """
-        label_image = read_image_file(file_name, "Label")
-        if len(label_image.getbands()) != 1 or label_image.mode == "F":
-            raise ValueError(
-                f"Label file {file_name} has PIL mode {label_image.mode}; labels must be "
-                "single-channel integer class indices (mode L, P, I;16 or I), not colours"
-            )
-        labels = np.asarray(label_image)
-        if labels.dtype == np.bool_:  # mode "1"
-            labels = labels.astype(np.uint8)
+        labels = read_label_file(file_name)
         if labels.shape != image.shape[:2]:
             raise label_size_error(
                 read_image_geometry(file_name, "Label", exact=True),

@@ -15,6 +15,8 @@ folder, the point count, the seed and :data:`POINTS_VERSION`, atomically as the 
 
 import functools
 import os
+from collections.abc import Callable
+from typing import NamedTuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -41,32 +43,6 @@ INSTANCE_POINTS = (5, 10)
 #: Labelled pixels per class per image of the registered semantic splits.
 SEMANTIC_POINTS = (20,)
 
-_METADATA_KEYS = {
-    "instance": (
-        "thing_classes",
-        "thing_colors",
-        "thing_dataset_id_to_contiguous_id",
-        "evaluator_type",
-        "dataset_root",
-        "image_root",
-    ),
-    "semantic": (
-        "stuff_classes",
-        "stuff_colors",
-        "ignore_label",
-        "evaluator_type",
-        "dataset_root",
-        "image_root",
-    ),
-}
-
-
-def _points_dir(source: dict, kind: str, num_points: int) -> str:
-    """The folder of a source split's points: keyed by the source's folder, count and seed."""
-    return keyed_split_dir(
-        source["dataset_root"], f"points_{kind}", _parameters(source, num_points)
-    )
-
 
 def _parameters(source: dict, num_points: int) -> dict:
     return {
@@ -77,61 +53,89 @@ def _parameters(source: dict, num_points: int) -> dict:
     }
 
 
-def _load_instance_points(source_name: str, name: str, num_points: int) -> list[dict]:
-    DatasetCatalog.get(source_name)  # generates the source split on first use
-    source = MetadataCatalog.get(source_name).as_dict()
-    points_dir = _points_dir(source, "instance", num_points)
-
-    def write(folder: str) -> None:
-        write_point_annotations(
-            source["json_file"],
-            source["image_root"],
-            os.path.join(folder, "instances.json"),
-            num_points,
-            POINT_SEED,
-        )
-
-    write_split_once(
-        source["dataset_root"],
-        points_dir,
-        name,
-        _parameters(source, num_points),
-        write,
-        f"{num_points} points per object of {source_name}",
-    )
-    return load_checked_coco_json(
-        os.path.join(points_dir, "instances.json"), source["image_root"], name
+def _points_dir(source: dict, kind: str, num_points: int) -> str:
+    """The folder of a source split's points: keyed by the source's folder, count and seed."""
+    return keyed_split_dir(
+        source["dataset_root"], f"points_{kind}", _parameters(source, num_points)
     )
 
 
-def _load_semantic_points(source_name: str, name: str, num_points: int) -> list[dict]:
-    DatasetCatalog.get(source_name)  # generates the source split on first use
-    source = MetadataCatalog.get(source_name).as_dict()
-    points_dir = _points_dir(source, "semantic", num_points)
-
-    def write(folder: str) -> None:
-        write_sparse_label_folder(
-            source["sem_seg_root"],
-            os.path.join(folder, "labels"),
-            num_points,
-            POINT_SEED,
-            source["ignore_label"],
-        )
-
-    write_split_once(
-        source["dataset_root"],
-        points_dir,
-        name,
-        _parameters(source, num_points),
-        write,
-        f"{num_points} labelled pixels per class and image of {source_name}",
-    )
-    return load_folder_dataset(
+def _write_instance_points(source: dict, num_points: int, folder: str) -> None:
+    write_point_annotations(
+        source["json_file"],
         source["image_root"],
-        os.path.join(points_dir, "labels"),
-        image_ext=".png",
-        sparse_labels=True,
+        os.path.join(folder, "instances.json"),
+        num_points,
+        POINT_SEED,
     )
+
+
+def _write_semantic_points(source: dict, num_points: int, folder: str) -> None:
+    write_sparse_label_folder(
+        source["sem_seg_root"],
+        os.path.join(folder, "labels"),
+        num_points,
+        POINT_SEED,
+        source["ignore_label"],
+    )
+
+
+class _Kind(NamedTuple):
+    """How the points of one kind of source split are made, named and loaded."""
+
+    metadata_keys: tuple[str, ...]  # taken from the source's metadata
+    write: Callable[[dict, int, str], None]  # (source metadata, points, folder)
+    paths: Callable[[str], dict]  # points folder -> the dataset's own metadata
+    load: Callable[[str, dict], list[dict]]  # (name, metadata) -> records
+
+
+_KINDS = {
+    "instance": _Kind(
+        (
+            "thing_classes",
+            "thing_colors",
+            "thing_dataset_id_to_contiguous_id",
+            "evaluator_type",
+            "dataset_root",
+            "image_root",
+        ),
+        _write_instance_points,
+        lambda folder: {"json_file": os.path.join(folder, "instances.json")},
+        lambda name, metadata: load_checked_coco_json(
+            metadata["json_file"], metadata["image_root"], name
+        ),
+    ),
+    "semantic": _Kind(
+        (
+            "stuff_classes",
+            "stuff_colors",
+            "ignore_label",
+            "evaluator_type",
+            "dataset_root",
+            "image_root",
+        ),
+        _write_semantic_points,
+        lambda folder: {"sem_seg_root": os.path.join(folder, "labels"), SPARSE_LABELS_KEY: True},
+        lambda name, metadata: load_folder_dataset(
+            metadata["image_root"], metadata["sem_seg_root"], image_ext=".png", sparse_labels=True
+        ),
+    ),
+}
+
+
+def _load_points(kind: str, source_name: str, name: str, num_points: int) -> list[dict]:
+    """The function registered in DatasetCatalog: makes the points on first use, loads them."""
+    DatasetCatalog.get(source_name)  # generates the source split on first use
+    source = MetadataCatalog.get(source_name).as_dict()
+    write_split_once(
+        source["dataset_root"],
+        _points_dir(source, kind, num_points),
+        name,
+        _parameters(source, num_points),
+        functools.partial(_KINDS[kind].write, source, num_points),
+        f"{num_points} points ({kind}) of {source_name}",
+    )
+    return _KINDS[kind].load(name, MetadataCatalog.get(name).as_dict())
 
 
 def register_textured_shapes_points(
@@ -148,24 +152,19 @@ def register_textured_shapes_points(
         The registered names.
     """
     names = []
-    for kind, source_name, counts, load in (
-        ("instance", instances_source, INSTANCE_POINTS, _load_instance_points),
-        ("semantic", semantic_source, SEMANTIC_POINTS, _load_semantic_points),
+    for kind, source_name, counts in (
+        ("instance", instances_source, INSTANCE_POINTS),
+        ("semantic", semantic_source, SEMANTIC_POINTS),
     ):
         source = MetadataCatalog.get(source_name).as_dict()
         for num_points in counts:
             name = f"{source_name}_points{num_points}"
-            points_dir = _points_dir(source, kind, num_points)
-            metadata = {key: source[key] for key in _METADATA_KEYS[kind]}
-            if kind == "instance":
-                metadata["json_file"] = os.path.join(points_dir, "instances.json")
-            else:
-                metadata["sem_seg_root"] = os.path.join(points_dir, "labels")
-                metadata[SPARSE_LABELS_KEY] = True
+            metadata = {key: source[key] for key in _KINDS[kind].metadata_keys}
+            metadata.update(_KINDS[kind].paths(_points_dir(source, kind, num_points)))
             names.append(
                 register_dataset(
                     name,
-                    functools.partial(load, source_name, name, num_points),
+                    functools.partial(_load_points, kind, source_name, name, num_points),
                     metadata,
                     identity=("json_file", "sem_seg_root"),
                 )

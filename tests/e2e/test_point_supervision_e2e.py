@@ -9,24 +9,13 @@ import re
 
 import pytest
 
-from tests.helpers import FAST_OPTS, config_path, read_metrics, run_train_net
+from tests.helpers import FAST_OPTS, INSTANCE_FAST_OPTS, config_path, read_metrics, run_train_net
 
-INSTANCE_OPTS = [
-    "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.WARMUP_ITERS", "5",
-    "SOLVER.STEPS", "()",
-    "INPUT.MIN_SIZE_TRAIN", "(160,)",
-    "INPUT.MAX_SIZE_TRAIN", "240",
-    "INPUT.MIN_SIZE_TEST", "160",
-    "INPUT.MAX_SIZE_TEST", "240",
-    "TEST.DETECTIONS_PER_IMAGE", "20",
-    "DATALOADER.NUM_WORKERS", "0",
-]  # fmt: skip
 SEMANTIC_OPTS = [*FAST_OPTS, "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "256"]
 
 CASES = {
-    "pointrend_instance_points.yaml": (INSTANCE_OPTS, "loss_mask_point", r"Task: segm"),
-    "mask_rcnn_instance_points.yaml": (INSTANCE_OPTS, "loss_mask", r"Task: boundary"),
+    "pointrend_instance_points.yaml": (INSTANCE_FAST_OPTS, "loss_mask_point", r"Task: segm"),
+    "mask_rcnn_instance_points.yaml": (INSTANCE_FAST_OPTS, "loss_mask", r"Task: boundary"),
     "pointrend_semseg_points.yaml": (SEMANTIC_OPTS, "loss_sem_seg_point", r"mIoU,fwIoU"),
     "deeplabv3_pointrend_semseg_points.yaml": (SEMANTIC_OPTS, "loss_sem_seg_point", r"mIoU"),
 }
