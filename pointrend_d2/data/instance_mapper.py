@@ -71,10 +71,10 @@ class InstanceDatasetMapper(DatasetMapper):
 
     def _transform_annotations(self, dataset_dict: dict, transforms, image_shape) -> None:
         """
-        detectron2's, and for annotations with points their point fields. detectron2's drops
-        the instances left empty at its end, so with points the steps are taken here, the point
-        fields set before the empty instances are dropped; boxes are recomputed from masks
-        after a crop only where there are masks.
+        detectron2's steps, and for annotations with points also the point fields. detectron2's
+        method drops the emptied instances at its end, so with points its steps are taken here
+        and the point fields set before that; boxes are recomputed from masks after a crop only
+        where there are masks.
         """
         if not has_point_annotations(dataset_dict["annotations"]):
             super()._transform_annotations(dataset_dict, transforms, image_shape)
