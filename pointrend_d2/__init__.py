@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 
 data.register_textured_shapes()
 data.register_textured_shapes_instances()
+data.register_textured_shapes_points()
 
 __all__ = [
     "POINT_HEAD_REGISTRY",

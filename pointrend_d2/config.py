@@ -145,6 +145,19 @@ def add_pointrend_config(cfg: CN) -> None:
     # Weight of the mean square of the predicted point-head parameters in the loss ("loss_l2").
     cfg.MODEL.IMPLICIT_POINTREND.PARAMS_L2_REGULARIZER = 0.00001
 
+    # Training from labelled points instead of masks or dense labels (PointSup; see the point
+    # supervision page of the docs).
+    cfg.MODEL.POINT_SUPERVISION = CN()
+    # Take the mask losses (coarse and point) of instance heads only at each object's labelled
+    # points (COCO json annotations with point_coords and point_labels), and PointRend's semantic
+    # point loss at the labelled pixels of sparse label maps (folder datasets with sparse_labels;
+    # at most MODEL.POINT_HEAD.TRAIN_NUM_POINTS per image). Every DATASETS.TRAIN dataset must
+    # carry points, and the mask or semantic head must support it (PointRendInstanceMaskHead,
+    # PointSupervisedMaskRCNNHead, ImplicitPointRendInstanceMaskHead, PointRendSemanticHead with
+    # SemanticFPNCoarseHead or DeepLabV3CoarseHead, or those coarse heads alone); both are
+    # checked at startup.
+    cfg.MODEL.POINT_SUPERVISION.ENABLED = False
+
 
 #: The task folders of configs/ that the configs once directly in configs/ moved into.
 CONFIG_FOLDERS = ("SemanticSegmentation", "InstanceSegmentation", "quickstart")

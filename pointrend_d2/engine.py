@@ -37,12 +37,14 @@ from .data.catalog import (
 )
 from .data.instance_mapper import InstanceDatasetMapper
 from .data.semantic_mapper import SemanticDatasetMapper
+from .data.supervision import check_training_supervision
 from .evaluation import (
     BoundaryIoUEvaluator,
     COCOBoundaryEvaluator,
     COCOInstanceEvaluator,
     SemSegIoUEvaluator,
 )
+from .modeling.point_supervision import point_supervision_from_config
 
 
 def build_evaluator(
@@ -126,6 +128,7 @@ class Trainer(DefaultTrainer):
         at the first evaluation.
         """
         validate_dataset_classes(cfg, [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])
+        check_training_supervision(cfg.DATASETS.TRAIN, point_supervision_from_config(cfg))
         for name in cfg.DATASETS.TEST:
             load_dataset_records([name], "DATASETS.TEST")
         TrainerBase.__init__(self)

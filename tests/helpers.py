@@ -108,6 +108,20 @@ FAST_OPTS = [
     "DATALOADER.NUM_WORKERS", "0",
 ]  # fmt: skip
 
+# The instance quickstarts' model, data and tools, smaller and shorter.
+INSTANCE_FAST_OPTS = [
+    "SOLVER.IMS_PER_BATCH", "2",
+    "SOLVER.WARMUP_ITERS", "5",
+    "SOLVER.STEPS", "()",
+    "SOLVER.CHECKPOINT_PERIOD", "20",
+    "INPUT.MIN_SIZE_TRAIN", "(160,)",
+    "INPUT.MAX_SIZE_TRAIN", "240",
+    "INPUT.MIN_SIZE_TEST", "160",
+    "INPUT.MAX_SIZE_TEST", "240",
+    "TEST.DETECTIONS_PER_IMAGE", "20",
+    "DATALOADER.NUM_WORKERS", "0",
+]  # fmt: skip
+
 
 def run_train_net(*args: str) -> str:
     """Run tools/train_net.py; return its combined output, failing the test on a non-zero exit."""

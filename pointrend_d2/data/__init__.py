@@ -1,7 +1,8 @@
 """
 Datasets for pointrend_d2: the embedded, procedurally generated "textured shapes" dataset
 (semantic, and instances in COCO format), custom image + label-PNG folders, and checked COCO
-instance json files; the dataset mappers of both tasks and the one image reader they share.
+instance json files; point annotations and sparse point labels for point supervision; the
+dataset mappers of both tasks and the one image reader they share.
 """
 
 from .coco_json import load_checked_coco_json, register_coco_instances, validate_coco_json
@@ -32,6 +33,7 @@ from .textured_shapes_instances import (
     generate_textured_shapes_instances_split,
     register_textured_shapes_instances,
 )
+from .textured_shapes_points import register_textured_shapes_points
 
 __all__ = [
     "CLASSES",
@@ -57,6 +59,7 @@ __all__ = [
     "register_folder_datasets_from_spec",
     "register_textured_shapes",
     "register_textured_shapes_instances",
+    "register_textured_shapes_points",
     "textured_shapes_split_dir",
     "validate_coco_json",
 ]

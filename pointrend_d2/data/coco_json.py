@@ -11,7 +11,9 @@ image and category; that polygons are flat lists of at least 3 points inside the
 margin) and RLE sizes the image's; and that every box lies in its image (with the same margin)
 and covers its segmentation, give or take :data:`BOX_TOLERANCE` pixels: detectron2 clips boxes
 to the image and trains a mask inside its box, so a box elsewhere drops or cuts its instance
-without a word. Annotations of zero area (no polygon or empty ones, an empty RLE, ``area`` 0, a
+without a word. Point annotations (``point_coords``, ``point_labels``: PointSup's form, see
+:mod:`pointrend_d2.data.point_annotations`) must lie in their image and box, with labels 0 or 1.
+Annotations of zero area (no polygon or empty ones, an empty RLE, ``area`` 0, a
 bbox of zero width or height) are skipped with one warning that counts them. Dataset spec files
 (``DATASETS.FOLDER_SPECS``, :mod:`pointrend_d2.data.folder`) register COCO datasets through
 :func:`register_coco_instances`.
@@ -21,7 +23,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 from collections.abc import Iterator, Sequence
 
@@ -31,6 +32,7 @@ from detectron2.data.datasets.coco import load_coco_json
 from pycocotools import mask as mask_util
 
 from .image_io import read_image_geometry, size_mismatch_hint
+from .point_annotations import POINT_KEYS, PointAnnotationCheck, is_finite_number
 from .registration import register_dataset
 
 __all__ = [
@@ -205,10 +207,6 @@ def _check_images(
     return images_by_id
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _polygon_area(polygon: list) -> float:
     x, y = np.asarray(polygon[0::2], dtype=np.float64), np.asarray(polygon[1::2], dtype=np.float64)
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
@@ -224,7 +222,7 @@ def _inside(xs: list, ys: list, height: int, width: int) -> bool:
 
 def _id_key(value) -> tuple:
     """Sort key of an id: numbers first, by value, then anything else by its text."""
-    return (0, value, "") if _is_number(value) else (1, 0, str(value))
+    return (0, value, "") if is_finite_number(value) else (1, 0, str(value))
 
 
 def _sorted_ids(ids) -> list:
@@ -236,14 +234,14 @@ def _check_polygons(where: str, polygons: list, height: int, width: int) -> tupl
     Checks a polygon segmentation; returns its (shoelace) area, 0 for no or empty polygons, and
     its extent (x0, y0, x1, y1), None for those.
     """
-    if polygons and all(_is_number(v) for v in polygons):
+    if polygons and all(is_finite_number(v) for v in polygons):
         raise ValueError(
             f"{where}: 'segmentation' is a flat list of {len(polygons)} numbers; it must be a "
             "list of polygons, each a flat list [x1, y1, x2, y2, ...]: wrap it in another list"
         )
     area, xs_all, ys_all = 0.0, [], []
     for k, polygon in enumerate(polygons):
-        if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
+        if not isinstance(polygon, list) or not all(is_finite_number(v) for v in polygon):
             raise ValueError(
                 f"{where}: polygon {k} is not a flat list of finite numbers [x1, y1, x2, y2, ...]"
             )
@@ -332,6 +330,7 @@ def _check_annotations(json_file: str, coco: dict, images_by_id: dict[int, dict]
 
     annotation_ids: set = set()
     zero_area = []
+    points = PointAnnotationCheck(json_file, BOX_TOLERANCE)
     for position, annotation in enumerate(coco["annotations"]):
         _require_keys(
             json_file, f"annotation #{position}", annotation, ("id", "image_id", "category_id")
@@ -364,6 +363,8 @@ def _check_annotations(json_file: str, coco: dict, images_by_id: dict[int, dict]
 
         if not _check_annotation_geometry(where, annotation, image["height"], image["width"]):
             zero_area.append(annotation_id)
+        points.check(where, annotation, image["height"], image["width"])
+    points.finish()
     return zero_area
 
 
@@ -380,7 +381,7 @@ def _check_annotation_geometry(where: str, annotation: dict, height: int, width:
             f"{where}: no 'bbox'; every COCO annotation needs [x, y, width, height] (from a "
             "mask: pycocotools.mask.toBbox)"
         )
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(is_finite_number, bbox))):
         raise ValueError(f"{where}: 'bbox' must be [x, y, width, height], got {bbox!r}")
     if bbox[2] < 0 or bbox[3] < 0:
         raise ValueError(
@@ -388,7 +389,7 @@ def _check_annotation_geometry(where: str, annotation: dict, height: int, width:
             "[x, y, width, height], not [x0, y0, x1, y1]"
         )
     area = annotation.get("area")
-    if area is not None and (not _is_number(area) or area < 0):
+    if area is not None and (not is_finite_number(area) or area < 0):
         raise ValueError(f"{where}: 'area' must be a non-negative number, got {area!r}")
 
     segmentation = annotation.get("segmentation")
@@ -559,7 +560,9 @@ def load_checked_coco_json(
     # warning of its own: they are among those counted above (all other invalid polygons are
     # errors by now).
     with _without_log_messages("detectron2.data.datasets.coco", "Filtered out"):
-        records = load_coco_json(json_file, image_root, dataset_name, extra_annotation_keys=["id"])
+        records = load_coco_json(
+            json_file, image_root, dataset_name, extra_annotation_keys=["id", *POINT_KEYS]
+        )
     for record in records:
         kept = []
         for annotation in record["annotations"]:

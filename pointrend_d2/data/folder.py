@@ -20,6 +20,12 @@ relative paths are relative to the spec file)::
       my_train: {image_dir: images/train, label_dir: labels/train}
       my_val: {image_dir: images/val, label_dir: labels/val}
 
+A folder entry with ``sparse_labels: true`` holds sparse point labels (only clicked pixels carry
+a class, the ignore label elsewhere; :mod:`pointrend_d2.data.sparse_labels`), for training with
+MODEL.POINT_SUPERVISION.ENABLED::
+
+      my_train_points: {image_dir: images/train, label_dir: point_labels/train, sparse_labels: true}
+
 A dataset entry with ``json_file`` and ``image_root`` instead is a COCO-format instance dataset,
 registered by :func:`pointrend_d2.data.coco_json.register_coco_instances` (checked when loaded);
 ``thing_classes`` (must match the json's categories) and ``thing_colors`` are optional, and the
@@ -48,6 +54,7 @@ from detectron2.utils.colormap import colormap
 from .coco_json import register_coco_instances
 from .image_io import label_size_error, read_image_geometry
 from .registration import register_dataset
+from .sparse_labels import SPARSE_LABELS_KEY
 
 __all__ = [
     "load_folder_dataset",
@@ -62,6 +69,7 @@ DEFAULT_IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 _SPEC_KEYS = {"classes", "classes_file", "colors", "ignore_label", "image_ext", "label_ext"}
 _COCO_ENTRY_KEYS = {"json_file", "image_root"}
 _COCO_ENTRY_OPTIONS = {"thing_classes", "thing_colors"}
+_FOLDER_ENTRY_KEYS = {"image_dir", "label_dir"}
 
 
 def _files_by_stem(directory: str, extensions: tuple[str, ...]) -> dict[str, str]:
@@ -96,6 +104,7 @@ def load_folder_dataset(
     image_ext: str | Sequence[str] = DEFAULT_IMAGE_EXTS,
     label_ext: str = ".png",
     check_sizes: bool = True,
+    sparse_labels: bool = False,
 ) -> list[dict]:
     """
     Pairs every image with the label of the same stem (relative path without extension).
@@ -106,6 +115,8 @@ def load_folder_dataset(
         label_ext: extension of the labels.
         check_sizes: compare each image's size with its label's, both as displayed (their EXIF
             orientation applied, see :mod:`pointrend_d2.data.image_io`; reads the file headers).
+        sparse_labels: the labels are sparse point labels: each record gets
+            ``sparse_labels: True`` (see :mod:`pointrend_d2.data.sparse_labels`).
 
     Returns:
         detectron2 dataset dicts, sorted by stem, with ``file_name``, ``sem_seg_file_name``,
@@ -143,6 +154,8 @@ def load_folder_dataset(
             "sem_seg_file_name": labels[stem],
             "image_id": stem,
         }
+        if sparse_labels:
+            record[SPARSE_LABELS_KEY] = True
         if check_sizes:
             image = read_image_geometry(images[stem], "Image")
             label = read_image_geometry(labels[stem], "Label")
@@ -166,6 +179,7 @@ def register_folder_dataset(
     image_ext: str | Sequence[str] = DEFAULT_IMAGE_EXTS,
     label_ext: str = ".png",
     check_sizes: bool = True,
+    sparse_labels: bool = False,
 ) -> str:
     """
     Registers a folder dataset (see :func:`load_folder_dataset`) in detectron2's DatasetCatalog,
@@ -179,6 +193,8 @@ def register_folder_dataset(
         colors: RGB colour per class for visualisation; detectron2's colormap if None.
         ignore_label: label value not trained on nor scored.
         image_ext, label_ext, check_sizes: see :func:`load_folder_dataset`.
+        sparse_labels: the labels are sparse point labels (metadata ``sparse_labels: True``),
+            to train with MODEL.POINT_SUPERVISION.ENABLED.
 
     Returns:
         ``name``.
@@ -212,6 +228,7 @@ def register_folder_dataset(
         image_ext=image_ext,
         label_ext=label_ext,
         check_sizes=check_sizes,
+        sparse_labels=sparse_labels,
     )
     metadata = {
         "stuff_classes": classes,
@@ -221,7 +238,11 @@ def register_folder_dataset(
         "image_root": image_dir,
         "sem_seg_root": label_dir,
     }
-    return register_dataset(name, load, metadata, identity=("image_root", "sem_seg_root"))
+    if sparse_labels:
+        metadata[SPARSE_LABELS_KEY] = True
+    return register_dataset(
+        name, load, metadata, identity=("image_root", "sem_seg_root", SPARSE_LABELS_KEY)
+    )
 
 
 def _read_spec(path: str) -> dict:
@@ -330,10 +351,19 @@ def register_folder_datasets_from_spec(path: str) -> list[str]:
         if _is_coco_entry(folders):
             names.append(_register_coco_entry(path, base_dir, name, folders))
             continue
-        if not isinstance(folders, dict) or set(folders) != {"image_dir", "label_dir"}:
+        if not isinstance(folders, dict) or not (
+            _FOLDER_ENTRY_KEYS <= set(folders) <= _FOLDER_ENTRY_KEYS | {SPARSE_LABELS_KEY}
+        ):
             raise ValueError(
-                f"Dataset spec {path}: {name!r} needs exactly 'image_dir' and 'label_dir' "
-                "(a folder dataset), or 'json_file' and 'image_root' (COCO format)"
+                f"Dataset spec {path}: {name!r} needs exactly 'image_dir' and 'label_dir', "
+                f"optionally {SPARSE_LABELS_KEY!r} (a folder dataset), or 'json_file' and "
+                "'image_root' (COCO format)"
+            )
+        sparse_labels = folders.get(SPARSE_LABELS_KEY, False)
+        if not isinstance(sparse_labels, bool):
+            raise ValueError(
+                f"Dataset spec {path}: {SPARSE_LABELS_KEY} of {name!r} must be true or false, "
+                f"got {sparse_labels!r}"
             )
         names.append(
             register_folder_dataset(
@@ -341,6 +371,7 @@ def register_folder_datasets_from_spec(path: str) -> list[str]:
                 _spec_folder(path, base_dir, name, "image_dir", folders["image_dir"]),
                 _spec_folder(path, base_dir, name, "label_dir", folders["label_dir"]),
                 classes,
+                sparse_labels=sparse_labels,
                 **options,
             )
         )

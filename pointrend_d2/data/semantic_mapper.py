@@ -6,7 +6,9 @@ Images are read by :class:`pointrend_d2.data.image_io.ImageReader` (modes, EXIF 
 Labels: single-channel integer images (PIL modes L, P, I;16, I, 1) of the image's size as
 displayed (both files' EXIF orientation applied), whose values are class indices ``0..K-1``
 (``0..1`` for a single foreground logit, K = 1) or the ignore value. Colour-coded labels (RGB)
-are refused: they must be converted to indices first.
+are refused: they must be converted to indices first. Sparse point labels (records marked by a
+dataset registered with ``sparse_labels``) follow the augmentations as points, see
+:mod:`pointrend_d2.data.sparse_labels`.
 """
 
 import copy
@@ -20,8 +22,27 @@ from detectron2.data import transforms as T
 
 from .augmentation import build_semantic_train_augmentation
 from .image_io import ImageReader, label_size_error, read_image_file, read_image_geometry
+from .sparse_labels import SPARSE_LABELS_KEY, transform_sparse_labels
 
-__all__ = ["SemanticDatasetMapper"]
+__all__ = ["SemanticDatasetMapper", "read_label_file"]
+
+
+def read_label_file(file_name: str) -> np.ndarray:
+    """
+    The (H, W) integer labels of a label file, as displayed (see the module docstring).
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file; a ValueError for colour (not
+            single-channel integer) labels.
+    """
+    label_image = read_image_file(file_name, "Label")
+    if len(label_image.getbands()) != 1 or label_image.mode == "F":
+        raise ValueError(
+            f"Label file {file_name} has PIL mode {label_image.mode}; labels must be "
+            "single-channel integer class indices (mode L, P, I;16 or I), not colours"
+        )
+    labels = np.asarray(label_image)
+    return labels.astype(np.uint8) if labels.dtype == np.bool_ else labels  # mode "1"
 
 
 class SemanticDatasetMapper(DatasetMapper):
@@ -89,6 +110,7 @@ class SemanticDatasetMapper(DatasetMapper):
         dataset_dict = copy.deepcopy(dataset_dict)
         image = self.image_reader.read_record(dataset_dict)
         label_file = dataset_dict.pop("sem_seg_file_name", None)
+        sparse_labels = dataset_dict.pop(SPARSE_LABELS_KEY, False)
         labels = (
             None
             if label_file is None
@@ -96,10 +118,16 @@ class SemanticDatasetMapper(DatasetMapper):
         )
 
         aug_input = T.AugInput(image, sem_seg=labels)
-        self.augmentations(aug_input)
+        transforms = self.augmentations(aug_input)
         dataset_dict["image"] = torch.as_tensor(
             np.ascontiguousarray(aug_input.image.transpose(2, 0, 1))
         )
+        if labels is not None and sparse_labels:
+            # The crop's category-area constraint saw the resampled map: it counts the labelled
+            # pixels that a resize kept, not areas.
+            aug_input.sem_seg = transform_sparse_labels(
+                labels, transforms, aug_input.image.shape[:2], self.ignore_value
+            )
         if labels is not None:
             dataset_dict["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
         return dataset_dict
@@ -117,15 +145,7 @@ class SemanticDatasetMapper(DatasetMapper):
         Returns:
             (H, W) labels, uint8 when the label values fit (else int32).
         """
-        label_image = read_image_file(file_name, "Label")
-        if len(label_image.getbands()) != 1 or label_image.mode == "F":
-            raise ValueError(
-                f"Label file {file_name} has PIL mode {label_image.mode}; labels must be "
-                "single-channel integer class indices (mode L, P, I;16 or I), not colours"
-            )
-        labels = np.asarray(label_image)
-        if labels.dtype == np.bool_:  # mode "1"
-            labels = labels.astype(np.uint8)
+        labels = read_label_file(file_name)
         if labels.shape != image.shape[:2]:
             raise label_size_error(
                 read_image_geometry(file_name, "Label", exact=True),

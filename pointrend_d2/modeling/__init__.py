@@ -12,6 +12,7 @@ from .implicit_point_head import ImplicitMLPPointHead
 from .mask_head import ConvFCCoarseMaskHead, PointRendInstanceMaskHead
 from .meta_arch import ExactSizeSemanticSegmentor
 from .point_head import POINT_HEAD_REGISTRY, MLPPointHead, build_point_head
+from .point_supervised_mask_rcnn import PointSupervisedMaskRCNNHead
 from .semantic_seg import PointRendSemanticHead
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "MLPPointHead",
     "PointRendInstanceMaskHead",
     "PointRendSemanticHead",
+    "PointSupervisedMaskRCNNHead",
     "SemanticFPNCoarseHead",
     "build_dilated_resnet_backbone",
     "build_point_head",

@@ -144,6 +144,9 @@ class SemanticFPNCoarseHead(CoarseHeadForward, SemSegFPNHead):
     """
 
     single_foreground_logit: ClassVar[bool] = True
+    # Its loss counts only labelled pixels, and is 0 on a crop without any: it trains from
+    # sparse point labels (pointrend_d2.modeling.point_supervision).
+    supports_point_supervision: ClassVar[bool] = True
 
     def losses(self, predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
         loss = upsampled_sem_seg_loss(predictions, targets, self.ignore_value)

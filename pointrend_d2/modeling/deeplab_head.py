@@ -33,6 +33,8 @@ class DeepLabV3CoarseHead(CoarseHeadForward, nn.Module):
 
     # See pointrend_d2.coarse_head.CoarseSemSegHead.
     single_foreground_logit: ClassVar[bool] = True
+    # Trains from sparse point labels: the losses of SemanticFPNCoarseHead.
+    supports_point_supervision: ClassVar[bool] = True
 
     @configurable
     def __init__(

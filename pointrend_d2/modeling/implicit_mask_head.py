@@ -29,6 +29,7 @@ refining all K.
 
 import math
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import torch
 from detectron2.config import CfgNode, configurable
@@ -51,6 +52,12 @@ from .mask_head import (
 from .point_features import roi_point_features
 from .point_head import point_in_features
 from .point_settings import PointSettings
+from .point_supervision import (
+    IGNORED_POINT,
+    box_point_targets,
+    point_supervision_from_config,
+    require_masks,
+)
 
 __all__ = ["ImplicitParameterHead", "ImplicitPointRendInstanceMaskHead", "sample_uniform_points"]
 
@@ -81,8 +88,11 @@ class ImplicitPointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
     """
     Implicit PointRend's instance mask head (see the module docstring). It receives the feature
     maps of MODEL.ROI_HEADS.IN_FEATURES by name, not pooled features, so
-    MODEL.ROI_MASK_HEAD.POOLER_TYPE must be empty.
+    MODEL.ROI_MASK_HEAD.POOLER_TYPE must be empty. With point supervision its point loss is taken
+    at the objects' labelled points.
     """
+
+    supports_point_supervision: ClassVar[bool] = True
 
     @configurable
     def __init__(
@@ -97,6 +107,7 @@ class ImplicitPointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
         pooler_resolution: int = 14,
         params_l2_weight: float = 0.00001,
         point_sampler: Callable[[int, int, torch.device], Tensor] = sample_uniform_points,
+        point_supervision: bool = False,
     ):
         """
         Args:
@@ -113,6 +124,9 @@ class ImplicitPointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
             params_l2_weight: weight of the mean square of the predicted parameters in the loss.
             point_sampler: the training point sampler, ``point_sampler(R, P, device)`` ->
                 (R, P, 2).
+            point_supervision: train the point loss at the objects' labelled points (the
+                instances' ``gt_point_coords``, ``gt_point_labels``) instead of at sampled points
+                labelled from masks (:mod:`pointrend_d2.modeling.point_supervision`).
         """
         super().__init__()
         if point_settings.subdivision_steps < 0:
@@ -130,6 +144,7 @@ class ImplicitPointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
         self.pooler_resolution = pooler_resolution
         self.params_l2_weight = params_l2_weight
         self.point_sampler = point_sampler
+        self.point_supervision = point_supervision
         self.initial_resolution = math.isqrt(point_settings.subdivision_num_points)
         self.subdivision_steps = point_settings.subdivision_steps
 
@@ -167,6 +182,7 @@ class ImplicitPointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
             "point_settings": point_settings,
             "pooler_resolution": resolution,
             "params_l2_weight": params_l2_weight,
+            "point_supervision": point_supervision_from_config(cfg),
         }
 
     def forward(self, features: dict[str, Tensor], instances: list[Instances]):
@@ -182,15 +198,21 @@ class ImplicitPointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
             mean_square = parameters.float().square().sum() / max(parameters.numel(), 1)
             losses = {"loss_l2": self.params_l2_weight * mean_square}
             gt_classes = torch.cat([x.gt_classes for x in instances])
-            with torch.no_grad():
-                point_coords = self.point_sampler(
-                    len(gt_classes), self.point_settings.train_num_points, parameters.device
-                )
-                point_labels = instance_point_labels(instances, point_coords)
+            if self.point_supervision:
+                point_coords, point_labels = box_point_targets(instances)
+            else:
+                require_masks(instances)
+                with torch.no_grad():
+                    point_coords = self.point_sampler(
+                        len(gt_classes), self.point_settings.train_num_points, parameters.device
+                    )
+                    point_labels = instance_point_labels(instances, point_coords)
             point_logits = self.predict_points(
                 features, boxes, parameters, point_coords, gt_classes
             )
-            losses["loss_mask_point"] = point_loss(point_logits, point_labels, ignore_value=-1)
+            losses["loss_mask_point"] = point_loss(
+                point_logits, point_labels, ignore_value=IGNORED_POINT
+            )
             return losses
         return self.inference(features, instances)
 

@@ -38,6 +38,7 @@ coordinates are box-normalized (see :mod:`pointrend_d2.point_features`).
 """
 
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -65,6 +66,13 @@ from .point_features import (
 )
 from .point_head import build_point_head, point_in_features
 from .point_settings import PointSettings
+from .point_supervision import (
+    IGNORED_POINT,
+    box_point_targets,
+    mask_point_loss,
+    point_supervision_from_config,
+    require_masks,
+)
 from .subdivision import SubdivisionStep, subdivision_inference
 
 __all__ = [
@@ -407,7 +415,13 @@ class PointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
     PointRend's instance mask head (see the module docstring). It receives the feature maps of
     MODEL.ROI_HEADS.IN_FEATURES by name, not pooled features, so MODEL.ROI_MASK_HEAD.POOLER_TYPE
     must be empty.
+
+    With point supervision (MODEL.POINT_SUPERVISION.ENABLED) both losses are taken at each
+    object's labelled points instead (:mod:`pointrend_d2.modeling.point_supervision`): the coarse
+    mask loss of the coarse logits sampled there, and the point loss of the point head there.
     """
+
+    supports_point_supervision: ClassVar[bool] = True
 
     @configurable
     def __init__(
@@ -421,6 +435,7 @@ class PointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
         point_settings: PointSettings,
         pooler_resolution: int = 14,
         point_sampler: Callable[..., Tensor] = sample_uncertain_points,
+        point_supervision: bool = False,
     ):
         """
         Args:
@@ -435,6 +450,8 @@ class PointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
             pooler_resolution: side of the grid of region features for the coarse head.
             point_sampler: the training point sampler, ``point_sampler(logits (R, 1, S, S),
                 num_points, oversample_ratio, importance_sample_ratio)`` -> (R, P, 2).
+            point_supervision: train both losses at the objects' labelled points (the
+                instances' ``gt_point_coords``, ``gt_point_labels``), not from masks.
         """
         super().__init__()
         self.coarse_head = coarse_head
@@ -445,6 +462,7 @@ class PointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
         self.pooler_resolution = pooler_resolution
         self.point_settings = point_settings
         self.point_sampler = point_sampler
+        self.point_supervision = point_supervision
         # While a step would re-predict every cell of the doubled grid, predicting every cell of
         # that grid directly gives the same logits with one step fewer (7x7 -> 28x28 for 784).
         if point_settings.subdivision_steps < 0:
@@ -477,6 +495,7 @@ class PointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
             "feature_strides": {name: shape.stride for name, shape in input_shape.items()},
             "pooler_resolution": resolution,
             "point_settings": point_settings,
+            "point_supervision": point_supervision_from_config(cfg),
         }
 
     def forward(self, features: dict[str, Tensor], instances: list[Instances]):
@@ -491,7 +510,10 @@ class PointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
             In training, ``{"loss_mask", "loss_mask_point"}``. In inference, ``instances`` with
             ``pred_masks`` (R_n, 1, M, M) mask probabilities, M = S * 2**steps (224).
         """
+        if self.training and self.point_supervision:
+            return self.point_supervised_losses(features, instances)
         if self.training:
+            require_masks(instances)
             boxes = [x.proposal_boxes.tensor for x in instances]
             coarse_logits = self.coarse_logits(features, boxes)
             losses = {
@@ -513,6 +535,27 @@ class PointRendInstanceMaskHead(SubdivisionInstanceMaskHead):
             losses["loss_mask_point"] = point_loss(point_logits, point_labels, ignore_value=-1)
             return losses
         return self.inference(features, instances)
+
+    def point_supervised_losses(
+        self, features: dict[str, Tensor], instances: list[Instances]
+    ) -> dict[str, Tensor]:
+        """
+        The coarse and point losses at each object's labelled points (box-normalized in each
+        foreground proposal; points outside the proposal's box are ignored).
+
+        Returns:
+            ``{"loss_mask", "loss_mask_point"}``.
+        """
+        boxes = [x.proposal_boxes.tensor for x in instances]
+        coarse_logits = self.coarse_logits(features, boxes)
+        gt_classes = torch.cat([x.gt_classes for x in instances])
+        point_coords, point_labels = box_point_targets(instances)
+        coarse_loss = mask_point_loss(coarse_logits, gt_classes, point_coords, point_labels)
+        point_logits = self.predict_points(features, boxes, coarse_logits, point_coords, gt_classes)
+        return {
+            "loss_mask": coarse_loss * self.coarse_head.loss_weight,
+            "loss_mask_point": point_loss(point_logits, point_labels, ignore_value=IGNORED_POINT),
+        }
 
     def coarse_logits(self, features: dict[str, Tensor], boxes: list[Tensor]) -> Tensor:
         """

@@ -1,6 +1,7 @@
 """PointRend semantic segmentation head, registered in detectron2's SEM_SEG_HEADS_REGISTRY."""
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from detectron2.config import CfgNode, configurable
@@ -13,6 +14,11 @@ from .losses import point_loss
 from .point_features import point_sample, sample_uncertain_points
 from .point_head import build_point_head, point_in_features
 from .point_settings import PointSettings
+from .point_supervision import (
+    labelled_pixel_points,
+    point_supervision_from_config,
+    require_point_supervision,
+)
 from .subdivision import SubdivisionStep, subdivision_inference
 
 
@@ -35,7 +41,15 @@ class PointRendSemanticHead(nn.Module):
     With one class (K = 1) the logit is a sigmoid foreground logit (labels 0 background,
     1 foreground), trained with binary cross-entropy; inference returns two-class logits
     ``[0, logit]`` (see :func:`expand_foreground_logit`).
+
+    With point supervision (MODEL.POINT_SUPERVISION.ENABLED; sparse label maps, the ignore value
+    everywhere but at clicked pixels) the point loss is taken at the labelled pixels themselves
+    (at most ``train_num_points`` per image, see
+    :func:`~pointrend_d2.modeling.point_supervision.labelled_pixel_points`), and the coarse
+    head's loss, which ignores unlabelled pixels, counts only them.
     """
+
+    supports_point_supervision: ClassVar[bool] = True
 
     @configurable
     def __init__(
@@ -47,6 +61,7 @@ class PointRendSemanticHead(nn.Module):
         point_settings: PointSettings,
         ignore_value: int = 255,
         point_sampler: Callable[..., Tensor] = sample_uncertain_points,
+        point_supervision: bool = False,
     ):
         """
         Args:
@@ -59,6 +74,8 @@ class PointRendSemanticHead(nn.Module):
             point_sampler: the training point sampler, called as ``point_sampler(coarse_logits,
                 num_points, oversample_ratio, importance_sample_ratio)`` -> (N, P, 2) points;
                 :func:`sample_uncertain_points` (PointRend's) by default.
+            point_supervision: take the point loss at the labelled pixels of the targets
+                instead of at sampled points.
         """
         super().__init__()
         # Attribute names match detectron2's PointRend so its checkpoints load unchanged.
@@ -71,6 +88,7 @@ class PointRendSemanticHead(nn.Module):
             coarse_sem_seg_head.common_stride
         )
         self.point_sampler = point_sampler
+        self.point_supervision = point_supervision
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]):
@@ -83,12 +101,21 @@ class PointRendSemanticHead(nn.Module):
         point_settings = PointSettings.from_config(cfg)
         in_features = point_in_features(cfg, input_shape)
         input_channels = sum(input_shape[f].channels for f in in_features)
+        coarse_head = build_coarse_head(cfg, input_shape)
+        point_supervision = point_supervision_from_config(cfg)
+        if point_supervision:
+            require_point_supervision(
+                type(coarse_head),
+                "MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME",
+                SEM_SEG_HEADS_REGISTRY,
+            )
         return {
-            "coarse_sem_seg_head": build_coarse_head(cfg, input_shape),
+            "coarse_sem_seg_head": coarse_head,
             "point_head": build_point_head(cfg, input_channels, num_classes),
             "in_features": in_features,
             "ignore_value": cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE,
             "point_settings": point_settings,
+            "point_supervision": point_supervision,
         }
 
     def forward(
@@ -109,17 +136,8 @@ class PointRendSemanticHead(nn.Module):
             # Non-finite values in training show up in the losses, which the Trainer checks once
             # per step anyway (pointrend_d2.engine.Trainer.run_step): no extra sync here.
             losses = self.coarse_sem_seg_head.losses(coarse_logits, targets)
-            with torch.no_grad():
-                point_coords = self.point_sampler(
-                    coarse_logits,
-                    self.point_settings.train_num_points,
-                    self.point_settings.oversample_ratio,
-                    self.point_settings.importance_sample_ratio,
-                )
+            point_coords, point_labels = self.training_points(coarse_logits, targets)
             point_logits = self.predict_points(features, coarse_logits, point_coords)
-            point_labels = point_sample(
-                targets.unsqueeze(1).to(torch.float32), point_coords, mode="nearest"
-            )[:, 0].to(torch.long)
             losses["loss_sem_seg_point"] = point_loss(point_logits, point_labels, self.ignore_value)
             return None, losses
         # NaN logits give an arbitrary argmax; fail instead, and say where to look. An exported
@@ -130,6 +148,34 @@ class PointRendSemanticHead(nn.Module):
                 "(or the model's weights) contain non-finite values"
             )
         return expand_foreground_logit(self.subdivision_inference(features, coarse_logits)), {}
+
+    @torch.no_grad()
+    def training_points(self, coarse_logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """
+        The points of the point loss and their labels: the labelled pixels of sparse targets
+        with point supervision, otherwise the point sampler's points, labelled from the targets.
+
+        Args:
+            coarse_logits: (N, K, H_c, W_c) coarse logits.
+            targets: (N, H, W) int64 labels.
+
+        Returns:
+            (N, P, 2) points in ``[0, 1] x [0, 1]`` image coordinates and (N, P) int64 labels.
+        """
+        if self.point_supervision:
+            return labelled_pixel_points(
+                targets, self.ignore_value, self.point_settings.train_num_points
+            )
+        point_coords = self.point_sampler(
+            coarse_logits,
+            self.point_settings.train_num_points,
+            self.point_settings.oversample_ratio,
+            self.point_settings.importance_sample_ratio,
+        )
+        point_labels = point_sample(
+            targets.unsqueeze(1).to(torch.float32), point_coords, mode="nearest"
+        )[:, 0].to(torch.long)
+        return point_coords, point_labels
 
     def predict_points(
         self, features: dict[str, Tensor], coarse_logits: Tensor, point_coords: Tensor

@@ -13,21 +13,7 @@ from detectron2.modeling import build_model
 
 from pointrend_d2.checkpoint import SafeCheckpointer
 from pointrend_d2.config import setup_cfg
-from tests.helpers import config_path, read_metrics, run_train_net
-
-# The quickstart's model, data and tools, smaller and shorter.
-INSTANCE_FAST_OPTS = [
-    "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.WARMUP_ITERS", "5",
-    "SOLVER.STEPS", "()",
-    "SOLVER.CHECKPOINT_PERIOD", "20",
-    "INPUT.MIN_SIZE_TRAIN", "(160,)",
-    "INPUT.MAX_SIZE_TRAIN", "240",
-    "INPUT.MIN_SIZE_TEST", "160",
-    "INPUT.MAX_SIZE_TEST", "240",
-    "TEST.DETECTIONS_PER_IMAGE", "20",
-    "DATALOADER.NUM_WORKERS", "0",
-]  # fmt: skip
+from tests.helpers import INSTANCE_FAST_OPTS, config_path, read_metrics, run_train_net
 
 
 def copypaste_row(output: str, task: str) -> list[float]:

@@ -1,0 +1,70 @@
+"""tools/point_supervision_runs.py without training: the commands of the runs it lacks (resuming
+an interrupted one), and the table it writes from the runs' final evaluations."""
+
+import importlib.util
+import json
+
+import pytest
+
+from tests.helpers import REPO
+
+
+def runs_tool():
+    spec = importlib.util.spec_from_file_location(
+        "point_supervision_runs", REPO / "tools" / "point_supervision_runs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(root, name: str, values: dict) -> None:
+    """A finished run: training metrics, then the final evaluation's."""
+    (root / name).mkdir(parents=True)
+    lines = [{"iteration": 9, "total_loss": 1.0}, {"iteration": 9, **values}]
+    (root / name / "metrics.json").write_text("\n".join(json.dumps(line) for line in lines))
+
+
+def test_dry_run_lists_the_missing_runs_and_resumes_interrupted_ones(tmp_path, capsys):
+    write_run(tmp_path, "semantic_full_seed0", {"sem_seg/mIoU": 70.0, "boundary_iou/mBIoU": 60.0})
+    (tmp_path / "semantic_points20_seed0").mkdir()
+    (tmp_path / "semantic_points20_seed0" / "last_checkpoint").write_text("model_0000099.pth")
+    runs_tool().main(["semantic", "--seeds", "0", "1", "--output-root", str(tmp_path), "--dry-run"])
+    commands = capsys.readouterr().out.splitlines()
+    assert len(commands) == 3  # all but the finished run
+    assert "--resume" in commands[0] and "pointrend_semseg_points.yaml" in commands[0]
+    assert commands[1].endswith(f"SEED 1 OUTPUT_DIR {tmp_path}/semantic_full_seed1")
+    assert "configs/pointrend_semseg.yaml" in commands[1] and "--resume" not in commands[1]
+
+
+def test_table_of_finished_runs_and_nothing_overwritten(tmp_path):
+    values = {
+        ("full", 0): (10.0, 5.0),
+        ("points10", 0): (9.0, 4.0),
+        ("points5", 0): (8.0, 3.0),
+        ("full", 1): (20.0, 10.0),
+        ("points10", 1): (19.0, 9.0),
+        ("points5", 1): (16.0, 6.0),
+    }
+    for (variant, seed), (mask_ap, boundary_ap) in values.items():
+        write_run(
+            tmp_path / "runs",
+            f"instance_{variant}_seed{seed}",
+            {"segm/AP": mask_ap, "boundary/AP": boundary_ap},
+        )
+    results = tmp_path / "table.md"
+    arguments = ["instance", "--seeds", "0", "1", "--output-root", str(tmp_path / "runs")]
+    runs_tool().main([*arguments, "--results", str(results)])
+    page = results.read_text()
+    assert "tools/point_supervision_runs.py instance --seeds 0 1" in page
+    assert """DATASETS.TRAIN '("textured_shapes_instances_train_points5",)'""" in page
+    rows = [line for line in page.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| seed | full: mask AP / Boundary AP | points10: mask AP")
+    # Per seed, and the mean row's ratios are of the means: 14 / 15 and 6.5 / 7.5.
+    assert rows[1] == "| 0 | 10.00 / 5.00 | 9.00 / 4.00 | 8.00 / 3.00 | 90% | 80% | 80% | 60% |"
+    assert (
+        rows[3] == "| mean | 15.00 / 7.50 | 14.00 / 6.50 | 12.00 / 4.50 | 93% | 87% | 80% | 60% |"
+    )
+    with pytest.raises(SystemExit):
+        runs_tool().main([*arguments, "--results", str(results)])
+    assert results.read_text() == page

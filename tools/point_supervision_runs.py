@@ -1,0 +1,240 @@
+#!/usr/bin/env python
+"""
+Point supervision against full supervision on the embedded data: train each variant of a task
+with each seed (the same config, schedule and seed, only the training labels differ) through
+tools/train_net.py, then write the table of their final evaluation:
+
+    python tools/point_supervision_runs.py instance --seeds 0 1 2
+    python tools/point_supervision_runs.py semantic --seeds 0 1 2   # SemanticFPN PointRend
+    python tools/point_supervision_runs.py deeplab --seeds 0 1 2    # DeepLabV3 PointRend
+
+* instance: PointRend Mask R-CNN from full masks, 10 and 5 points per object; mask AP and
+  Boundary AP on textured_shapes_instances_val.
+* semantic, deeplab: PointRend from full labels and from 20 labelled pixels per class per image;
+  mIoU and mBIoU on textured_shapes_sem_seg_val (full labels).
+
+Each run's OUTPUT_DIR is ``<output-root>/<task>_<variant>_seed<k>``. A run whose metrics.json
+already holds its final evaluation is not trained again, and an interrupted one continues from
+its last checkpoint (--resume), so the command can be re-run after a crash. The table (with the
+date, machine, commit and commands) goes to --results, by default
+``docs/results/<date>-point-supervision-<task>.md``, which must not exist. --dry-run prints the
+commands only. Each run is a quickstart training (minutes to a quarter of an hour on a CPU);
+measure on a quiet machine.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Variant(NamedTuple):
+    name: str
+    config: str
+    options: tuple[str, ...] = ()
+
+
+class Task(NamedTuple):
+    variants: tuple[Variant, ...]
+    #: (metrics.json key, column title) of the evaluation results in the table.
+    metrics: tuple[tuple[str, str], ...]
+    dataset: str
+
+
+INSTANCE_POINTS = "configs/quickstart/pointrend_instance_points.yaml"
+TASKS = {
+    "instance": Task(
+        (
+            Variant("full", "configs/quickstart/pointrend_instance.yaml"),
+            Variant("points10", INSTANCE_POINTS),
+            Variant(
+                "points5",
+                INSTANCE_POINTS,
+                ("DATASETS.TRAIN", '("textured_shapes_instances_train_points5",)'),
+            ),
+        ),
+        (("segm/AP", "mask AP"), ("boundary/AP", "Boundary AP")),
+        "textured_shapes_instances_val (16 images of 256x384)",
+    ),
+    "semantic": Task(
+        (
+            Variant("full", "configs/pointrend_semseg.yaml"),
+            Variant("points20", "configs/quickstart/pointrend_semseg_points.yaml"),
+        ),
+        (("sem_seg/mIoU", "mIoU"), ("boundary_iou/mBIoU", "mBIoU")),
+        "textured_shapes_sem_seg_val (12 images of 512x1024)",
+    ),
+    "deeplab": Task(
+        (
+            Variant("full", "configs/quickstart/deeplabv3_pointrend_semseg.yaml"),
+            Variant("points20", "configs/quickstart/deeplabv3_pointrend_semseg_points.yaml"),
+        ),
+        (("sem_seg/mIoU", "mIoU"), ("boundary_iou/mBIoU", "mBIoU")),
+        "textured_shapes_sem_seg_val (12 images of 512x1024)",
+    ),
+}
+
+
+def run_dir(root: Path, task: str, variant: Variant, seed: int) -> Path:
+    return root / f"{task}_{variant.name}_seed{seed}"
+
+
+def train_command(variant: Variant, seed: int, output_dir: Path, resume: bool) -> list[str]:
+    return [
+        sys.executable,
+        "tools/train_net.py",
+        "--config-file",
+        variant.config,
+        *(["--resume"] if resume else []),
+        *variant.options,
+        "SEED",
+        str(seed),
+        "OUTPUT_DIR",
+        str(output_dir),
+    ]
+
+
+def final_metrics(output_dir: Path, keys: list[str]) -> dict | None:
+    """The last metrics.json entry that holds every one of ``keys`` (the final evaluation)."""
+    path = output_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    found = None
+    for line in path.read_text().splitlines():
+        entry = json.loads(line) if line.strip() else {}
+        if all(key in entry for key in keys):
+            found = entry
+    return found
+
+
+def results_table(task: str, metrics: dict, seeds: list[int]) -> str:
+    """
+    The markdown table: per seed and on average, each variant's metrics, and each point variant's
+    as a percentage of the full variant's (same seed; the mean row: of the means).
+
+    Args:
+        metrics: ``(variant name, seed) -> metrics.json entry``.
+    """
+    variants, columns = TASKS[task].variants, TASKS[task].metrics
+    header = ["seed"] + [f"{v.name}: {' / '.join(title for _, title in columns)}" for v in variants]
+    header += [f"{v.name} / full, {title}" for v in variants[1:] for _, title in columns]
+    rows = []
+
+    def row(label: str, values: dict) -> list[str]:
+        cells = [label]
+        for variant in variants:
+            cells.append(" / ".join(f"{values[variant.name, key]:.2f}" for key, _ in columns))
+        for variant in variants[1:]:
+            for key, _ in columns:
+                full = values["full", key]
+                ratio = 100 * values[variant.name, key] / full if full else math.nan
+                cells.append(f"{ratio:.0f}%")
+        return cells
+
+    for seed in seeds:
+        values = {(v.name, key): metrics[v.name, seed][key] for v in variants for key, _ in columns}
+        rows.append(row(str(seed), values))
+    means = {
+        (v.name, key): sum(metrics[v.name, s][key] for s in seeds) / len(seeds)
+        for v in variants
+        for key, _ in columns
+    }
+    rows.append(row("mean", means))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
+def results_page(task: str, metrics: dict, seeds: list[int], root: Path) -> str:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,  # outside a git checkout the page says "unknown"
+    ).stdout.strip()
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}"
+    seed_list = " ".join(map(str, seeds))
+    command = (
+        f"bash tools/with_env.sh python tools/point_supervision_runs.py {task} --seeds {seed_list}"
+    )
+    lines = [
+        f"*Written by `tools/point_supervision_runs.py` on {datetime.date.today()}, commit "
+        f"{commit or 'unknown'}, on {machine}; final evaluation of each run in {root}.*",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        "It trains, for each seed:",
+        "",
+    ]
+    for variant in TASKS[task].variants:
+        options = " ".join(shlex.quote(option) for option in variant.options)
+        lines.append(f"* {variant.name}: `{variant.config}` {options}".rstrip())
+    lines += ["", f"Evaluated on {TASKS[task].dataset}.", "", results_table(task, metrics, seeds)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("task", choices=sorted(TASKS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--output-root", type=Path, default=Path("output/point_supervision"))
+    parser.add_argument("--results", type=Path, help="the table's file (must not exist)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    args = parser.parse_args(argv)
+    if args.results is None:
+        args.results = (
+            REPO / "docs/results" / f"{datetime.date.today()}-point-supervision-{args.task}.md"
+        )
+    if args.results.exists() and not args.dry_run:
+        parser.error(f"--results {args.results} exists; give a new file (nothing is overwritten)")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    task = TASKS[args.task]
+    keys = [key for key, _ in task.metrics]
+    metrics = {}
+    for seed in args.seeds:
+        for variant in task.variants:
+            output_dir = run_dir(args.output_root, args.task, variant, seed)
+            found = final_metrics(output_dir, keys)
+            if found is None:
+                resume = (output_dir / "last_checkpoint").is_file()
+                command = train_command(variant, seed, output_dir, resume)
+                print(shlex.join(command), flush=True)
+                if args.dry_run:
+                    continue
+                subprocess.run(command, cwd=REPO, check=True)
+                found = final_metrics(output_dir, keys)
+                if found is None:
+                    raise RuntimeError(
+                        f"{output_dir}/metrics.json holds no final evaluation ({keys}) after the "
+                        "training: is DATASETS.TEST set?"
+                    )
+            metrics[variant.name, seed] = found
+    if args.dry_run:
+        return metrics
+    page = results_page(args.task, metrics, args.seeds, args.output_root)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.results, "x") as f:  # never overwrites
+        f.write(page)
+    print(page)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
