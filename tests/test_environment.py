@@ -98,7 +98,7 @@ def test_setup_declares_what_the_code_imports(setup_kwargs):
 
 def test_setup_agrees_with_the_pinned_environment(setup_kwargs):
     """Every package setup.py declares is in the pinned environment of tools/with_env.sh, at a
-    version that satisfies setup.py (numpy<2: numpy 1.26.4), and the dev extra holds the test and
+    version that satisfies setup.py, and the dev extra holds the test and
     lint tools of requirements-dev.txt."""
     runtime = pinned_requirements("requirements.txt")
     development = pinned_requirements("requirements-dev.txt")

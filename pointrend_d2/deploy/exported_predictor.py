@@ -19,7 +19,6 @@ import os
 from typing import Any
 
 import numpy as np
-import onnxruntime
 import torch
 from detectron2.data import transforms as T
 from torch import Tensor
@@ -166,6 +165,9 @@ class ExportedPredictor:
         if os.path.getsize(self.path) == 0:
             raise self._unreadable("the file is empty")
         if self.metadata.format == "onnx":
+            # onnxruntime is the optional "export" extra: needed only for ONNX artifacts.
+            import onnxruntime
+
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = num_threads or torch.get_num_threads()
             options.inter_op_num_threads = 1
