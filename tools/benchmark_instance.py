@@ -46,12 +46,13 @@ from pointrend_d2.config import setup_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARK = Path(__file__).with_name("benchmark.py")
-VARIANTS = ("mask_rcnn", "reference", "ours", "ours_topk")
+VARIANTS = ("mask_rcnn", "reference", "ours", "ours_topk", "implicit")
 LABELS = {
     "mask_rcnn": "(a) Mask R-CNN 28x28",
     "reference": "(b) d2 PointRend",
     "ours": "(c) ours, bounded",
     "ours_topk": "(d) ours, top-k",
+    "implicit": "(e) ours, Implicit PointRend",
 }
 RATIO_COLUMNS = (("/ (b)", "reference"), ("/ (a)", "mask_rcnn"), ("/ (c)", "ours"))
 # R-50-FPN's maps for the ROI heads: 256 channels at strides 4 to 32.
@@ -102,6 +103,13 @@ def instance_cfg(variant: str, num_classes: int, device: str):
                 ["MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead",
                  "MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIAlignV2",
                  "MODEL.ROI_MASK_HEAD.NUM_CONV", 4]
+            )  # fmt: skip
+        elif variant == "implicit":
+            # configs/InstanceSegmentation/implicit_pointrend_R_50_FPN_1x_coco.yaml's mask head:
+            # a 28x28 grid (the root of 784 points), then 3 steps to 224x224.
+            cfg.merge_from_list(
+                ["MODEL.ROI_MASK_HEAD.NAME", "ImplicitPointRendInstanceMaskHead",
+                 "MODEL.POINT_HEAD.SUBDIVISION_STEPS", 3]
             )  # fmt: skip
     cfg.MODEL.DEVICE = device
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
