@@ -96,7 +96,7 @@ def test_benchmark_quick_run_reports_all_parts(tmp_path):
 @pytest.mark.slow
 def test_benchmark_instance_quick_run_reports_tables_and_identical_masks(tmp_path):
     result, results, markdown = run_tool("benchmark.py", tmp_path, "--case", "instance", "--quick")
-    assert results["variants"] == ["mask_rcnn", "reference", "ours", "ours_topk"]
+    assert results["variants"] == ["mask_rcnn", "reference", "ours", "ours_topk", "implicit"]
     (case,) = results["instance"]
     assert (case["height"], case["width"], case["detections"]) == (96, 160, 6)
     assert_timings_ordered(case, ("head_ms", "head_paste_ms"), results["variants"])
@@ -117,6 +117,7 @@ def test_benchmark_instance_quick_run_reports_tables_and_identical_masks(tmp_pat
         "(b) d2 PointRend",
         "(c) ours, bounded",
         "(d) ours, top-k",
+        "(e) ours, Implicit PointRend",
         "/ (b)",
         "/ (a)",
         "/ (c)",
