@@ -15,14 +15,19 @@ tools/train_net.py, then write the table of their final evaluation:
 
 Each run's OUTPUT_DIR is ``<output-root>/<task>_<variant>_seed<k>``. A run whose metrics.json
 already holds its final evaluation is not trained again, and an interrupted one continues from
-its last checkpoint (--resume), so the command can be re-run after a crash. The table (with the
-date, machine, commit and commands) goes to --results, by default
+its last checkpoint (--resume), so the command can be re-run after a crash. --jobs N trains N runs
+at a time, each with the machine's cores divided among them as OMP_NUM_THREADS (each one's console
+output then goes to ``<run>/console.log``); on a CPU, several 1-thread trainings finish sooner
+than the same ones one after another with all threads. A training's numbers depend on its thread
+count (the order of float sums), so compare runs made with the same --jobs on the same machine.
+The table (with the date, machine, threads, commit and commands) goes to --results, by default
 ``docs/results/<date>-point-supervision-<task>.md``, which must not exist. --dry-run prints the
-commands only. Each run is a quickstart training (minutes to a quarter of an hour on a CPU);
-measure on a quiet machine.
+commands only. Each run is a quickstart training (a quarter of an hour to half an hour with one
+CPU thread).
 """
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import math
@@ -153,7 +158,24 @@ def results_table(task: str, metrics: dict, seeds: list[int]) -> str:
     return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
 
 
-def results_page(task: str, metrics: dict, seeds: list[int], root: Path) -> str:
+def threads_per_run(jobs: int) -> int:
+    """The CPU threads of each of ``jobs`` trainings at a time: the cores divided among them."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def train(command: list[str], output_dir: Path, jobs: int) -> None:
+    """Runs one training; with several at a time, with its share of the cores and its console
+    output in ``<output_dir>/console.log``."""
+    if jobs == 1:
+        subprocess.run(command, cwd=REPO, check=True)
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_run(jobs))}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "console.log", "a") as console:
+        subprocess.run(command, cwd=REPO, check=True, env=env, stdout=console, stderr=console)
+
+
+def results_page(task: str, metrics: dict, seeds: list[int], root: Path, jobs: int) -> str:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
         cwd=REPO,
@@ -165,10 +187,17 @@ def results_page(task: str, metrics: dict, seeds: list[int], root: Path) -> str:
     seed_list = " ".join(map(str, seeds))
     command = (
         f"bash tools/with_env.sh python tools/point_supervision_runs.py {task} --seeds {seed_list}"
+        + (f" --jobs {jobs}" if jobs > 1 else "")
+    )
+    threads = (
+        f"{jobs} trainings at a time with {threads_per_run(jobs)} CPU thread(s) each"
+        if jobs > 1
+        else f"one training at a time with OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
     )
     lines = [
         f"*Written by `tools/point_supervision_runs.py` on {datetime.date.today()}, commit "
-        f"{commit or 'unknown'}, on {machine}; final evaluation of each run in {root}.*",
+        f"{commit or 'unknown'}, on {machine}, {threads}; final evaluation of each run in "
+        f"{root}.*",
         "",
         "```bash",
         command,
@@ -193,7 +222,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-root", type=Path, default=Path("output/point_supervision"))
     parser.add_argument("--results", type=Path, help="the table's file (must not exist)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="trainings at a time, sharing the CPU cores (>= 1)"
+    )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: must be 1 or more")
     if args.results is None:
         args.results = (
             REPO / "docs/results" / f"{datetime.date.today()}-point-supervision-{args.task}.md"
@@ -207,28 +241,36 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     task = TASKS[args.task]
     keys = [key for key, _ in task.metrics]
+    missing = []
+    for seed in args.seeds:
+        for variant in task.variants:
+            output_dir = run_dir(args.output_root, args.task, variant, seed)
+            if final_metrics(output_dir, keys) is None:
+                resume = (output_dir / "last_checkpoint").is_file()
+                missing.append((train_command(variant, seed, output_dir, resume), output_dir))
+    for command, _ in missing:
+        print(shlex.join(command), flush=True)
+    if args.dry_run:
+        return {}
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        trainings = [pool.submit(train, *run, args.jobs) for run in missing]
+        try:
+            for training in concurrent.futures.as_completed(trainings):
+                training.result()
+        except subprocess.CalledProcessError:
+            pool.shutdown(cancel_futures=True)  # the running ones finish, no other one starts
+            raise
     metrics = {}
     for seed in args.seeds:
         for variant in task.variants:
             output_dir = run_dir(args.output_root, args.task, variant, seed)
-            found = final_metrics(output_dir, keys)
-            if found is None:
-                resume = (output_dir / "last_checkpoint").is_file()
-                command = train_command(variant, seed, output_dir, resume)
-                print(shlex.join(command), flush=True)
-                if args.dry_run:
-                    continue
-                subprocess.run(command, cwd=REPO, check=True)
-                found = final_metrics(output_dir, keys)
-                if found is None:
-                    raise RuntimeError(
-                        f"{output_dir}/metrics.json holds no final evaluation ({keys}) after the "
-                        "training: is DATASETS.TEST set?"
-                    )
-            metrics[variant.name, seed] = found
-    if args.dry_run:
-        return metrics
-    page = results_page(args.task, metrics, args.seeds, args.output_root)
+            metrics[variant.name, seed] = final_metrics(output_dir, keys)
+            if metrics[variant.name, seed] is None:
+                raise RuntimeError(
+                    f"{output_dir}/metrics.json holds no final evaluation ({keys}) after the "
+                    "training: is DATASETS.TEST set?"
+                )
+    page = results_page(args.task, metrics, args.seeds, args.output_root, args.jobs)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with open(args.results, "x") as f:  # never overwrites
         f.write(page)

@@ -3,6 +3,8 @@ an interrupted one), and the table it writes from the runs' final evaluations.""
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -68,3 +70,49 @@ def test_table_of_finished_runs_and_nothing_overwritten(tmp_path):
     with pytest.raises(SystemExit):
         runs_tool().main([*arguments, "--results", str(results)])
     assert results.read_text() == page
+
+
+def test_jobs_share_the_cores_and_log_each_run(tmp_path, monkeypatch):
+    tool = runs_tool()
+
+    def fake_training(variant, seed, output_dir, resume):
+        """Writes the run's final evaluation and the thread count it was given."""
+        script = (
+            "import json, os, sys; d = sys.argv[1]; print('threads', os.environ['OMP_NUM_THREADS'])"
+            "; open(d + '/metrics.json', 'w').write(json.dumps("
+            "{'sem_seg/mIoU': 50.0 + int(sys.argv[2]), 'boundary_iou/mBIoU': 40.0}))"
+        )
+        return [sys.executable, "-c", script, str(output_dir), str(seed)]
+
+    monkeypatch.setattr(tool, "train_command", fake_training)
+    monkeypatch.setattr(tool.os, "cpu_count", lambda: 4)
+    results = tmp_path / "table.md"
+    arguments = ["semantic", "--seeds", "0", "1", "--output-root", str(tmp_path / "runs")]
+    metrics = tool.main([*arguments, "--jobs", "2", "--results", str(results)])
+    assert metrics["points20", 1]["sem_seg/mIoU"] == 51.0
+    console = tmp_path / "runs" / "semantic_points20_seed1" / "console.log"
+    assert console.read_text().strip() == "threads 2"
+    page = results.read_text()
+    assert "2 trainings at a time with 2 CPU thread(s) each" in page
+    assert "tools/point_supervision_runs.py semantic --seeds 0 1 --jobs 2" in page
+
+
+def test_a_failed_training_stops_the_runs(tmp_path, monkeypatch):
+    tool = runs_tool()
+    monkeypatch.setattr(tool, "train_command", lambda *_: [sys.executable, "-c", "exit(3)"])
+    results = tmp_path / "table.md"
+    with pytest.raises(subprocess.CalledProcessError):
+        tool.main(
+            [
+                "semantic",
+                "--seeds",
+                "0",
+                "--output-root",
+                str(tmp_path),
+                "--jobs",
+                "2",
+                "--results",
+                str(results),
+            ]
+        )
+    assert not results.exists()
