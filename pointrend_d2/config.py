@@ -91,6 +91,11 @@ def add_pointrend_config(cfg: CN) -> None:
     cfg.MODEL.POINT_HEAD.OVERSAMPLE_RATIO = 3
     # beta in the paper: beta * N points are the most uncertain candidates, the rest are uniform.
     cfg.MODEL.POINT_HEAD.IMPORTANCE_SAMPLE_RATIO = 0.75
+    # Semantic PointRend: the fraction of the N training points drawn on the ground truth's
+    # boundaries (labelled pixels next to another class: all of a structure up to 2 px wide, which
+    # the coarse prediction's uncertainty may never reach); k and beta choose the rest. 0 is the
+    # paper's sampling. Instance heads reject values above 0.
+    cfg.MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO = 0.0
     # Number of 2x upsample-and-refine steps at inference. Semantic: it must be log2 of the coarse
     # head's stride to reach full resolution (stride 4: 2, 8: 3, 16: 4), and -1 derives it so.
     # Instances: any >= 0; 5 takes the 7x7 coarse mask to 224x224, as in the paper.

@@ -303,7 +303,8 @@ def region_in_features(
 def instance_point_settings(cfg: CfgNode) -> PointSettings:
     """
     :meth:`PointSettings.from_config` for an instance mask head, whose training points are per
-    box: MODEL.POINT_HEAD.TRAIN_NUM_POINTS must be set (> 0), not derived from a crop (-1).
+    box: MODEL.POINT_HEAD.TRAIN_NUM_POINTS must be set (> 0), not derived from a crop (-1), and
+    TRAIN_BOUNDARY_POINT_RATIO 0.
     """
     train_num_points = cfg.MODEL.POINT_HEAD.TRAIN_NUM_POINTS
     if train_num_points <= 0:
@@ -311,7 +312,14 @@ def instance_point_settings(cfg: CfgNode) -> PointSettings:
             f"MODEL.POINT_HEAD.TRAIN_NUM_POINTS={train_num_points}: must be > 0 for "
             "instance masks (points per box; the paper's 14 * 14 = 196)"
         )
-    return PointSettings.from_config(cfg)
+    settings = PointSettings.from_config(cfg)
+    if settings.train_boundary_ratio > 0:
+        raise ValueError(
+            f"MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO={settings.train_boundary_ratio}: "
+            "the instance mask heads sample no points on ground-truth boundaries (semantic "
+            "PointRend only); set it to 0"
+        )
+    return settings
 
 
 def pool_region_features(

@@ -125,6 +125,67 @@ def sample_uncertain_points(
     return torch.cat([importance, coverage], dim=1)
 
 
+def boundary_pixels(labels: Tensor, ignore_value: int) -> Tensor:
+    """
+    The ground truth's boundary pixels: labelled pixels with a differently labelled pixel among
+    their 8 neighbours (ignored pixels and the image border are no boundary). Every pixel of a
+    structure at most 2 px wide is a boundary pixel, and so is the pixel beside it.
+
+    Args:
+        labels: (N, H, W) int64 labels.
+        ignore_value: the label of unlabelled pixels.
+
+    Returns:
+        (N, H, W) bool.
+    """
+    height, width = labels.shape[-2:]
+    padded = F.pad(labels, (1, 1, 1, 1), value=ignore_value)
+    labelled = labels != ignore_value
+    boundary = torch.zeros_like(labelled)
+    for dy in range(3):
+        for dx in range(3):
+            neighbour = padded[:, dy : dy + height, dx : dx + width]
+            boundary |= (neighbour != labels) & (neighbour != ignore_value)
+    return boundary & labelled
+
+
+def sample_boundary_points(
+    labels: Tensor,
+    num_points: int,
+    ignore_value: int,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """
+    Training points on the ground truth's boundaries (:func:`boundary_pixels`): ``num_points``
+    boundary pixels per image drawn uniformly with replacement, each point uniform inside its
+    pixel. An image without boundary pixels gets uniform points over the image. Unlike the
+    uncertainty of :func:`sample_uncertain_points`, this reaches structures that the coarse
+    prediction misses altogether, such as 1-4 px wires.
+
+    Args:
+        labels: (N, H, W) int64 labels at the input resolution.
+        num_points: P > 0.
+        ignore_value: the label of unlabelled pixels.
+        generator: random generator for reproducible draws; the global one if None.
+
+    Returns:
+        (N, P, 2) float32 points in ``[0, 1] x [0, 1]`` image coordinates.
+    """
+    if num_points <= 0:
+        raise ValueError(f"num_points must be > 0, got {num_points}")
+    batch_size, height, width = labels.shape
+    weights = boundary_pixels(labels, ignore_value).reshape(batch_size, -1).to(torch.float32)
+    weights[weights.sum(dim=1) == 0] = 1.0
+    pixel_indices = torch.multinomial(weights, num_points, replacement=True, generator=generator)
+    rows = torch.div(pixel_indices, width, rounding_mode="floor")
+    cols = pixel_indices - rows * width
+    offsets = torch.rand(batch_size, num_points, 2, generator=generator, device=labels.device)
+    x = (cols.to(torch.float32) + offsets[..., 0]) / width
+    y = (rows.to(torch.float32) + offsets[..., 1]) / height
+    return torch.stack([x, y], dim=2)
+
+
 def grid_cell_centers(point_indices: Tensor, height: int, width: int) -> Tensor:
     """
     Centres of grid cells given by flat index.

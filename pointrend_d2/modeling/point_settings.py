@@ -26,6 +26,8 @@ class PointSettings:
         oversample_ratio: k, ``k * N`` random candidates are drawn before importance selection.
         importance_sample_ratio: beta, the fraction of the N points chosen as the most uncertain
             candidates (the rest are uniform).
+        train_boundary_ratio: the fraction of the N points drawn on the ground truth's
+            boundaries instead (semantic heads; k and beta then apply to the rest).
         subdivision_steps: 2x upsample-and-refine steps at inference; -1 derives them from the
             coarse stride (semantic heads only, :meth:`steps_to_input_resolution`).
         subdivision_num_points: cells re-predicted per step and map (image or box).
@@ -39,6 +41,7 @@ class PointSettings:
     train_num_points: int
     oversample_ratio: float
     importance_sample_ratio: float
+    train_boundary_ratio: float
     subdivision_steps: int
     subdivision_num_points: int
     subdivision_selection: str
@@ -58,6 +61,13 @@ class PointSettings:
                 self.importance_sample_ratio,
                 0 <= self.importance_sample_ratio <= 1,
                 "must be in [0, 1] (the fraction of the points chosen by uncertainty)",
+            ),
+            (
+                "TRAIN_BOUNDARY_POINT_RATIO",
+                self.train_boundary_ratio,
+                0 <= self.train_boundary_ratio < 1,
+                "must be in [0, 1) (the fraction of the points drawn on the ground truth's "
+                "boundaries; the rest are chosen by uncertainty)",
             ),
             (
                 "SUBDIVISION_STEPS",
@@ -98,6 +108,7 @@ class PointSettings:
             train_num_points=_train_num_points(point_cfg.TRAIN_NUM_POINTS, cfg.INPUT.CROP),
             oversample_ratio=point_cfg.OVERSAMPLE_RATIO,
             importance_sample_ratio=point_cfg.IMPORTANCE_SAMPLE_RATIO,
+            train_boundary_ratio=point_cfg.TRAIN_BOUNDARY_POINT_RATIO,
             subdivision_steps=point_cfg.SUBDIVISION_STEPS,
             subdivision_num_points=point_cfg.SUBDIVISION_NUM_POINTS,
             subdivision_selection=point_cfg.SUBDIVISION_SELECTION,

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .coarse_head import build_coarse_head, expand_foreground_logit
 from .losses import point_loss
-from .point_features import point_sample, sample_uncertain_points
+from .point_features import point_sample, sample_boundary_points, sample_uncertain_points
 from .point_head import build_point_head, point_in_features
 from .point_settings import PointSettings
 from .point_supervision import (
@@ -153,7 +153,10 @@ class PointRendSemanticHead(nn.Module):
     def training_points(self, coarse_logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         """
         The points of the point loss and their labels: the labelled pixels of sparse targets
-        with point supervision, otherwise the point sampler's points, labelled from the targets.
+        with point supervision, otherwise the point sampler's points and, with
+        ``train_boundary_ratio`` > 0, that fraction of them on the targets' boundaries (see
+        :func:`~pointrend_d2.modeling.point_features.sample_boundary_points`), labelled from the
+        targets.
 
         Args:
             coarse_logits: (N, K, H_c, W_c) coarse logits.
@@ -166,12 +169,17 @@ class PointRendSemanticHead(nn.Module):
             return labelled_pixel_points(
                 targets, self.ignore_value, self.point_settings.train_num_points
             )
+        settings = self.point_settings
+        num_boundary = int(settings.train_boundary_ratio * settings.train_num_points)
         point_coords = self.point_sampler(
             coarse_logits,
-            self.point_settings.train_num_points,
-            self.point_settings.oversample_ratio,
-            self.point_settings.importance_sample_ratio,
+            settings.train_num_points - num_boundary,
+            settings.oversample_ratio,
+            settings.importance_sample_ratio,
         )
+        if num_boundary > 0:
+            boundary_coords = sample_boundary_points(targets, num_boundary, self.ignore_value)
+            point_coords = torch.cat([point_coords, boundary_coords.to(point_coords)], dim=1)
         point_labels = point_sample(
             targets.unsqueeze(1).to(torch.float32), point_coords, mode="nearest"
         )[:, 0].to(torch.long)
