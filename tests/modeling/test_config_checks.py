@@ -47,6 +47,10 @@ from tests.helpers import small_fpn_cfg, small_rcnn_cfg
          r"POINT_HEAD_REGISTRY; registered: \['MLPPointHead'\]"),
         ("MODEL.POINT_HEAD.SUBDIVISION_SELECTION", "dense",
          r"SUBDIVISION_SELECTION='dense': must be one of \('auto', 'bounded', 'topk'\)"),
+        ("MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO", 1.0,
+         r"TRAIN_BOUNDARY_POINT_RATIO=1.0: must be in \[0, 1\)"),
+        ("MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO", -0.5,
+         r"TRAIN_BOUNDARY_POINT_RATIO=-0.5: must be in \[0, 1\)"),
     ],
 )  # fmt: skip
 def test_bad_value_is_named_at_build_time(key, value, message):
@@ -74,6 +78,9 @@ def test_bad_value_is_named_at_build_time(key, value, message):
          r"SUBDIVISION_STEPS=-1: must be >= 0 for instance masks"),
         ("MODEL.POINT_HEAD.NAME", "MLP", r"POINT_HEAD.NAME='MLP' is not registered"),
         ("MODEL.POINT_HEAD.SUBDIVISION_SELECTION", "dense", r"SUBDIVISION_SELECTION='dense'"),
+        ("MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO", 0.25,
+         r"TRAIN_BOUNDARY_POINT_RATIO=0.25: the instance mask heads sample no points on "
+         r"ground-truth boundaries \(semantic PointRend only\); set it to 0"),
     ],
 )  # fmt: skip
 def test_bad_instance_value_is_named_at_build_time(key, value, message):
@@ -97,6 +104,8 @@ def test_instance_subdivision_steps_and_initial_grid():
     ("MODEL.POINT_HEAD.OVERSAMPLE_RATIO", 1),
     ("MODEL.POINT_HEAD.SUBDIVISION_STEPS", -1),
     ("MODEL.POINT_HEAD.IN_FEATURES", ["p2", "p3"]),
+    ("MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO", 0.0),
+    ("MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO", 0.99),
 ])  # fmt: skip
 def test_boundary_values_are_accepted(key, value):
     build_model(small_fpn_cfg(**{key: value}))

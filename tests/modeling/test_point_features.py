@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from pointrend_d2.modeling.point_features import (
+    boundary_pixels,
     calculate_uncertainty,
     grid_cell_centers,
     point_sample,
+    sample_boundary_points,
     sample_uncertain_points,
     select_uncertain_grid_points,
 )
@@ -128,3 +130,31 @@ def test_grid_selection_clips_to_grid_size():
     indices, coords = select_uncertain_grid_points(uncertainty, 1000)
     assert indices.shape == (1, 15) and coords.shape == (1, 15, 2)
     assert sorted(indices[0].tolist()) == list(range(15))
+
+
+def test_boundary_pixels_of_a_thin_strip_an_ignored_region_and_the_border():
+    labels = torch.zeros(1, 6, 8, dtype=torch.int64)
+    labels[0, :, 3:5] = 2  # a 2 px wide vertical strip of class 2
+    labels[0, 0, :] = 255  # an ignored first row
+    expected = torch.zeros(1, 6, 8, dtype=torch.bool)
+    expected[0, 1:, 2:6] = True  # the strip and the pixel on each side; no ignored pixel
+    assert torch.equal(boundary_pixels(labels, ignore_value=255), expected)
+    # One class everywhere, or a class beside ignored pixels only: no boundary.
+    assert not boundary_pixels(torch.zeros(1, 4, 4, dtype=torch.int64), 255).any()
+    assert not boundary_pixels(labels.clamp(max=0).masked_fill(labels == 255, 255), 255).any()
+
+
+def test_boundary_points_lie_in_boundary_pixels_and_are_reproducible():
+    labels = torch.zeros(2, 16, 12, dtype=torch.int64)
+    labels[0, 5, :] = 1  # a 1 px wire: it and its two neighbouring rows are the boundary
+    labels[1] = 255  # nothing labelled: uniform points
+    points = sample_boundary_points(labels, 300, 255, generator=torch.Generator().manual_seed(0))
+    assert points.shape == (2, 300, 2) and points.dtype == torch.float32
+    rows = (points[..., 1] * 16).floor()
+    assert set(rows[0].tolist()) == {4.0, 5.0, 6.0}
+    assert 0 <= points.min() and points.max() < 1
+    assert len(set(rows[1].tolist())) == 16  # 300 uniform points reach every row
+    again = sample_boundary_points(labels, 300, 255, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(points, again)
+    with pytest.raises(ValueError, match="num_points must be > 0, got 0"):
+        sample_boundary_points(labels, 0, 255)
