@@ -1,4 +1,4 @@
-"""tools/point_supervision_runs.py without training: the commands of the runs it lacks (resuming
+"""tools/seeded_runs.py without training: the commands of the runs it lacks (resuming
 an interrupted one), and the table it writes from the runs' final evaluations."""
 
 import importlib.util
@@ -12,9 +12,7 @@ from tests.helpers import REPO
 
 
 def runs_tool():
-    spec = importlib.util.spec_from_file_location(
-        "point_supervision_runs", REPO / "tools" / "point_supervision_runs.py"
-    )
+    spec = importlib.util.spec_from_file_location("seeded_runs", REPO / "tools" / "seeded_runs.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -58,7 +56,7 @@ def test_table_of_finished_runs_and_nothing_overwritten(tmp_path):
     arguments = ["instance", "--seeds", "0", "1", "--output-root", str(tmp_path / "runs")]
     runs_tool().main([*arguments, "--results", str(results)])
     page = results.read_text()
-    assert "tools/point_supervision_runs.py instance --seeds 0 1" in page
+    assert "tools/seeded_runs.py instance --seeds 0 1" in page
     assert """DATASETS.TRAIN '("textured_shapes_instances_train_points5",)'""" in page
     rows = [line for line in page.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| seed | full: mask AP / Boundary AP | points10: mask AP")
@@ -94,7 +92,7 @@ def test_jobs_share_the_cores_and_log_each_run(tmp_path, monkeypatch):
     assert console.read_text().strip() == "threads 2"
     page = results.read_text()
     assert "2 trainings at a time with 2 CPU thread(s) each" in page
-    assert "tools/point_supervision_runs.py semantic --seeds 0 1 --jobs 2" in page
+    assert "tools/seeded_runs.py semantic --seeds 0 1 --jobs 2" in page
 
 
 def test_a_failed_training_stops_the_runs(tmp_path, monkeypatch):
@@ -116,3 +114,30 @@ def test_a_failed_training_stops_the_runs(tmp_path, monkeypatch):
             ]
         )
     assert not results.exists()
+
+
+def test_difference_table_of_a_thin_structure_comparison(tmp_path):
+    columns = ["sem_seg/mIoU", "boundary_iou/mBIoU"]
+    columns += [f"sem_seg/IoU-{name}" for name in ("wire", "dot", "ring", "blob")]
+    for variant, values in (
+        ("paper", [60, 50, 20, 40, 80, 90]),
+        ("boundary25", [61, 52, 35, 39, 80, 91]),
+    ):
+        write_run(tmp_path / "runs", f"thin-semantic_{variant}_seed0", dict(zip(columns, values)))
+    results = tmp_path / "table.md"
+    runs_tool().main(
+        [
+            "thin-semantic",
+            "--seeds",
+            "0",
+            "--output-root",
+            str(tmp_path / "runs"),
+            "--results",
+            str(results),
+        ]
+    )
+    page = results.read_text()
+    assert "MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO 0.25" in page
+    rows = [line for line in page.splitlines() if line.startswith("| ")]
+    assert "boundary25 - paper, IoU wire" in rows[0]
+    assert rows[1].endswith("| +1.00 | +2.00 | +15.00 | -1.00 | +0.00 | +1.00 |")

@@ -1,17 +1,27 @@
 #!/usr/bin/env python
 """
-Point supervision against full supervision on the embedded data: train each variant of a task
-with each seed (the same config, schedule and seed, only the training labels differ) through
-tools/train_net.py, then write the table of their final evaluation:
+Seeded comparisons on the embedded data: train each variant of a task with each seed (the same
+schedule and seed; only what the variant names differs) through tools/train_net.py, then write
+the table of their final evaluations:
 
-    python tools/point_supervision_runs.py instance --seeds 0 1 2
-    python tools/point_supervision_runs.py semantic --seeds 0 1 2   # SemanticFPN PointRend
-    python tools/point_supervision_runs.py deeplab --seeds 0 1 2    # DeepLabV3 PointRend
+    python tools/seeded_runs.py instance --seeds 0 1 2 --jobs 2
+    python tools/seeded_runs.py thin-semantic --seeds 0 1 2 --jobs 2
+
+Point supervision against full supervision (the first variant; point variants as a percentage
+of it):
 
 * instance: PointRend Mask R-CNN from full masks, 10 and 5 points per object; mask AP and
   Boundary AP on textured_shapes_instances_val.
-* semantic, deeplab: PointRend from full labels and from 20 labelled pixels per class per image;
-  mIoU and mBIoU on textured_shapes_sem_seg_val (full labels).
+* semantic, deeplab: SemanticFPN or DeepLabV3 PointRend from full labels and from 20 labelled
+  pixels per class per image; mIoU and mBIoU on textured_shapes_sem_seg_val (full labels).
+
+Small and thin objects (each variant's difference from the first, in points):
+
+* thin-semantic: the semantic quickstart (paper's training points) against a quarter of its
+  training points on the ground truth's boundaries (MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO);
+  mIoU, mBIoU and IoU per class.
+* thin-instance: the instance quickstart's Mask R-CNN against PointRend; mask AP, APs, AP50,
+  AP75, Boundary AP and wire mask AP.
 
 Each run's OUTPUT_DIR is ``<output-root>/<task>_<variant>_seed<k>``. A run whose metrics.json
 already holds its final evaluation is not trained again, and an interrupted one continues from
@@ -21,16 +31,15 @@ output then goes to ``<run>/console.log``); on a CPU, several 1-thread trainings
 than the same ones one after another with all threads. A training's numbers depend on its thread
 count (the order of float sums), so compare runs made with the same --jobs on the same machine.
 The table (with the date, machine, threads, commit and commands) goes to --results, by default
-``docs/results/<date>-point-supervision-<task>.md``, which must not exist. --dry-run prints the
-commands only. Each run is a quickstart training (a quarter of an hour to half an hour with one
-CPU thread).
+``docs/results/<date>-<task's page>.md``, which must not exist. --dry-run prints the commands
+only. Each run is a quickstart training (a quarter of an hour to half an hour with one CPU
+thread).
 """
 
 import argparse
 import concurrent.futures
 import datetime
 import json
-import math
 import os
 import platform
 import shlex
@@ -53,9 +62,17 @@ class Task(NamedTuple):
     #: (metrics.json key, column title) of the evaluation results in the table.
     metrics: tuple[tuple[str, str], ...]
     dataset: str
+    #: The results page's name: docs/results/<date>-<page>.md.
+    page: str
+    #: How the other variants compare with the first: "ratio" (a percentage of it) or
+    #: "difference" (in points).
+    comparison: str
 
 
 INSTANCE_POINTS = "configs/quickstart/pointrend_instance_points.yaml"
+INSTANCE_VAL = "textured_shapes_instances_val (16 images of 256x384)"
+SEMANTIC_VAL = "textured_shapes_sem_seg_val (12 images of 512x1024)"
+SEMANTIC_METRICS = (("sem_seg/mIoU", "mIoU"), ("boundary_iou/mBIoU", "mBIoU"))
 TASKS = {
     "instance": Task(
         (
@@ -68,23 +85,61 @@ TASKS = {
             ),
         ),
         (("segm/AP", "mask AP"), ("boundary/AP", "Boundary AP")),
-        "textured_shapes_instances_val (16 images of 256x384)",
+        INSTANCE_VAL,
+        "point-supervision-instance",
+        "ratio",
     ),
     "semantic": Task(
         (
             Variant("full", "configs/pointrend_semseg.yaml"),
             Variant("points20", "configs/quickstart/pointrend_semseg_points.yaml"),
         ),
-        (("sem_seg/mIoU", "mIoU"), ("boundary_iou/mBIoU", "mBIoU")),
-        "textured_shapes_sem_seg_val (12 images of 512x1024)",
+        SEMANTIC_METRICS,
+        SEMANTIC_VAL,
+        "point-supervision-semantic",
+        "ratio",
     ),
     "deeplab": Task(
         (
             Variant("full", "configs/quickstart/deeplabv3_pointrend_semseg.yaml"),
             Variant("points20", "configs/quickstart/deeplabv3_pointrend_semseg_points.yaml"),
         ),
-        (("sem_seg/mIoU", "mIoU"), ("boundary_iou/mBIoU", "mBIoU")),
-        "textured_shapes_sem_seg_val (12 images of 512x1024)",
+        SEMANTIC_METRICS,
+        SEMANTIC_VAL,
+        "point-supervision-deeplab",
+        "ratio",
+    ),
+    "thin-semantic": Task(
+        (
+            Variant("paper", "configs/pointrend_semseg.yaml"),
+            Variant(
+                "boundary25",
+                "configs/pointrend_semseg.yaml",
+                ("MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO", "0.25"),
+            ),
+        ),
+        SEMANTIC_METRICS
+        + tuple((f"sem_seg/IoU-{name}", f"IoU {name}") for name in ("wire", "dot", "ring", "blob")),
+        SEMANTIC_VAL,
+        "thin-semantic",
+        "difference",
+    ),
+    "thin-instance": Task(
+        (
+            Variant("mask_rcnn", "configs/quickstart/mask_rcnn_instance.yaml"),
+            Variant("pointrend", "configs/quickstart/pointrend_instance.yaml"),
+        ),
+        (
+            ("segm/AP", "mask AP"),
+            ("segm/APs", "APs"),
+            ("segm/AP50", "AP50"),
+            ("segm/AP75", "AP75"),
+            ("boundary/AP", "Boundary AP"),
+            ("segm/AP-wire", "wire AP"),
+        ),
+        INSTANCE_VAL,
+        "thin-instance",
+        "difference",
     ),
 }
 
@@ -123,15 +178,21 @@ def final_metrics(output_dir: Path, keys: list[str]) -> dict | None:
 
 def results_table(task: str, metrics: dict, seeds: list[int]) -> str:
     """
-    The markdown table: per seed and on average, each variant's metrics, and each point variant's
-    as a percentage of the full variant's (same seed; the mean row: of the means).
+    The markdown table: per seed and on average, each variant's metrics, and each other variant's
+    against the first (same seed; the mean row: of the means), as the task's comparison says.
 
     Args:
         metrics: ``(variant name, seed) -> metrics.json entry``.
     """
     variants, columns = TASKS[task].variants, TASKS[task].metrics
+    reference = variants[0].name
+    ratio = TASKS[task].comparison == "ratio"
     header = ["seed"] + [f"{v.name}: {' / '.join(title for _, title in columns)}" for v in variants]
-    header += [f"{v.name} / full, {title}" for v in variants[1:] for _, title in columns]
+    header += [
+        f"{v.name} {'/' if ratio else '-'} {reference}, {title}"
+        for v in variants[1:]
+        for _, title in columns
+    ]
     rows = []
 
     def row(label: str, values: dict) -> list[str]:
@@ -140,9 +201,11 @@ def results_table(task: str, metrics: dict, seeds: list[int]) -> str:
             cells.append(" / ".join(f"{values[variant.name, key]:.2f}" for key, _ in columns))
         for variant in variants[1:]:
             for key, _ in columns:
-                full = values["full", key]
-                ratio = 100 * values[variant.name, key] / full if full else math.nan
-                cells.append(f"{ratio:.0f}%")
+                value, base = values[variant.name, key], values[reference, key]
+                if ratio:
+                    cells.append(f"{100 * value / base:.0f}%" if base else "nan")
+                else:
+                    cells.append(f"{value - base:+.2f}")
         return cells
 
     for seed in seeds:
@@ -185,9 +248,8 @@ def results_page(task: str, metrics: dict, seeds: list[int], root: Path, jobs: i
     ).stdout.strip()
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}"
     seed_list = " ".join(map(str, seeds))
-    command = (
-        f"bash tools/with_env.sh python tools/point_supervision_runs.py {task} --seeds {seed_list}"
-        + (f" --jobs {jobs}" if jobs > 1 else "")
+    command = f"bash tools/with_env.sh python tools/seeded_runs.py {task} --seeds {seed_list}" + (
+        f" --jobs {jobs}" if jobs > 1 else ""
     )
     threads = (
         f"{jobs} trainings at a time with {threads_per_run(jobs)} CPU thread(s) each"
@@ -195,7 +257,7 @@ def results_page(task: str, metrics: dict, seeds: list[int], root: Path, jobs: i
         else f"one training at a time with OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
     )
     lines = [
-        f"*Written by `tools/point_supervision_runs.py` on {datetime.date.today()}, commit "
+        f"*Written by `tools/seeded_runs.py` on {datetime.date.today()}, commit "
         f"{commit or 'unknown'}, on {machine}, {threads}; final evaluation of each run in "
         f"{root}.*",
         "",
@@ -219,7 +281,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--output-root", type=Path, default=Path("output/point_supervision"))
+    parser.add_argument("--output-root", type=Path, default=Path("output/seeded_runs"))
     parser.add_argument("--results", type=Path, help="the table's file (must not exist)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument(
@@ -229,9 +291,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: must be 1 or more")
     if args.results is None:
-        args.results = (
-            REPO / "docs/results" / f"{datetime.date.today()}-point-supervision-{args.task}.md"
-        )
+        args.results = REPO / "docs/results" / f"{datetime.date.today()}-{TASKS[args.task].page}.md"
     if args.results.exists() and not args.dry_run:
         parser.error(f"--results {args.results} exists; give a new file (nothing is overwritten)")
     return args
