@@ -251,15 +251,12 @@ def results_page(task: str, metrics: dict, seeds: list[int], root: Path, jobs: i
     command = f"bash tools/with_env.sh python tools/seeded_runs.py {task} --seeds {seed_list}" + (
         f" --jobs {jobs}" if jobs > 1 else ""
     )
-    threads = (
-        f"{jobs} trainings at a time with {threads_per_run(jobs)} CPU thread(s) each"
-        if jobs > 1
-        else f"one training at a time with OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
-    )
+    # A run's numbers depend on its thread count, not on what ran beside it.
+    threads = threads_per_run(jobs) if jobs > 1 else os.environ.get("OMP_NUM_THREADS", "all cores")
     lines = [
         f"*Written by `tools/seeded_runs.py` on {datetime.date.today()}, commit "
-        f"{commit or 'unknown'}, on {machine}, {threads}; final evaluation of each run in "
-        f"{root}.*",
+        f"{commit or 'unknown'}, on {machine}, CPU threads per training: {threads}; final "
+        f"evaluation of each run in {root}.*",
         "",
         "```bash",
         command,

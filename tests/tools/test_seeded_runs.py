@@ -91,7 +91,7 @@ def test_jobs_share_the_cores_and_log_each_run(tmp_path, monkeypatch):
     console = tmp_path / "runs" / "semantic_points20_seed1" / "console.log"
     assert console.read_text().strip() == "threads 2"
     page = results.read_text()
-    assert "2 trainings at a time with 2 CPU thread(s) each" in page
+    assert "CPU threads per training: 2;" in page
     assert "tools/seeded_runs.py semantic --seeds 0 1 --jobs 2" in page
 
 
