@@ -152,7 +152,7 @@ def test_boundary_points_lie_in_boundary_pixels_and_are_reproducible():
     assert points.shape == (2, 300, 2) and points.dtype == torch.float32
     rows = (points[..., 1] * 16).floor()
     assert set(rows[0].tolist()) == {4.0, 5.0, 6.0}
-    assert 0 <= points.min() and points.max() < 1
+    assert points.min() >= 0 and points.max() < 1
     assert len(set(rows[1].tolist())) == 16  # 300 uniform points reach every row
     again = sample_boundary_points(labels, 300, 255, generator=torch.Generator().manual_seed(0))
     assert torch.equal(points, again)

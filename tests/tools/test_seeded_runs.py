@@ -123,7 +123,11 @@ def test_difference_table_of_a_thin_structure_comparison(tmp_path):
         ("paper", [60, 50, 20, 40, 80, 90]),
         ("boundary25", [61, 52, 35, 39, 80, 91]),
     ):
-        write_run(tmp_path / "runs", f"thin-semantic_{variant}_seed0", dict(zip(columns, values)))
+        write_run(
+            tmp_path / "runs",
+            f"thin-semantic_{variant}_seed0",
+            dict(zip(columns, values, strict=True)),
+        )
     results = tmp_path / "table.md"
     runs_tool().main(
         [
