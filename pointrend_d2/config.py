@@ -41,6 +41,11 @@ def add_pointrend_config(cfg: CN) -> None:
     # tools/train_net.py --allow-partial-weights sets it.
     cfg.MODEL.ALLOW_PARTIAL_WEIGHTS = False
 
+    # The backbone that MODEL.BACKBONE.NAME "build_backbone_with_image" builds and returns with one
+    # more map, "image": the input image at stride 1, standardised per image and channel (for
+    # MODEL.POINT_HEAD.IMAGE_PATCH_SIZE). Its parameters are then under "backbone.backbone.".
+    cfg.MODEL.BACKBONE.WRAPPED_NAME = "build_resnet_fpn_backbone"
+
     cfg.TEST.BOUNDARY_IOU = CN()
     # Also evaluate per-class Boundary IoU and min(IoU, BIoU) beside the dataset's mIoU evaluator.
     cfg.TEST.BOUNDARY_IOU.ENABLED = True
@@ -96,6 +101,12 @@ def add_pointrend_config(cfg: CN) -> None:
     # the coarse prediction's uncertainty may never reach); k and beta choose the rest. 0 is the
     # paper's sampling. Instance heads reject values above 0.
     cfg.MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO = 0.0
+    # Semantic PointRend: S > 0 (odd) gives the point head the S x S image pixels around each point
+    # too, as 3 * S * S more input channels, from the backbone's stride-1 map "image" (set
+    # MODEL.BACKBONE.NAME to "build_backbone_with_image"): a structure 1-4 px wide shows there even
+    # where the stride-4 features blur it. 0 reads no pixels (the paper's head). Instance heads
+    # reject values above 0.
+    cfg.MODEL.POINT_HEAD.IMAGE_PATCH_SIZE = 0
     # Number of 2x upsample-and-refine steps at inference. Semantic: it must be log2 of the coarse
     # head's stride to reach full resolution (stride 4: 2, 8: 3, 16: 4), and -1 derives it so.
     # Instances: any >= 0; 5 takes the 7x7 coarse mask to 224x224, as in the paper.

@@ -117,6 +117,15 @@ TASKS = {
                 "configs/pointrend_semseg.yaml",
                 ("MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO", "0.25"),
             ),
+            Variant(
+                "boundary25_patch7",
+                "configs/pointrend_semseg.yaml",
+                (
+                    *("MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO", "0.25"),
+                    *("MODEL.BACKBONE.NAME", "build_backbone_with_image"),
+                    *("MODEL.POINT_HEAD.IMAGE_PATCH_SIZE", "7"),
+                ),
+            ),
         ),
         SEMANTIC_METRICS
         + tuple((f"sem_seg/IoU-{name}", f"IoU {name}") for name in ("wire", "dot", "ring", "blob")),

@@ -7,6 +7,7 @@ detectron2's registries.
 from .coarse_head import SemanticFPNCoarseHead
 from .deeplab_head import DeepLabV3CoarseHead
 from .dilated_resnet import DilatedResNet, build_dilated_resnet_backbone
+from .image_feature_backbone import ImageFeatureBackbone, build_backbone_with_image
 from .implicit_mask_head import ImplicitPointRendInstanceMaskHead
 from .implicit_point_head import ImplicitMLPPointHead
 from .mask_head import ConvFCCoarseMaskHead, PointRendInstanceMaskHead
@@ -21,6 +22,7 @@ __all__ = [
     "DeepLabV3CoarseHead",
     "DilatedResNet",
     "ExactSizeSemanticSegmentor",
+    "ImageFeatureBackbone",
     "ImplicitMLPPointHead",
     "ImplicitPointRendInstanceMaskHead",
     "MLPPointHead",
@@ -28,6 +30,7 @@ __all__ = [
     "PointRendSemanticHead",
     "PointSupervisedMaskRCNNHead",
     "SemanticFPNCoarseHead",
+    "build_backbone_with_image",
     "build_dilated_resnet_backbone",
     "build_point_head",
 ]

@@ -304,7 +304,7 @@ def instance_point_settings(cfg: CfgNode) -> PointSettings:
     """
     :meth:`PointSettings.from_config` for an instance mask head, whose training points are per
     box: MODEL.POINT_HEAD.TRAIN_NUM_POINTS must be set (> 0), not derived from a crop (-1), and
-    TRAIN_BOUNDARY_POINT_RATIO 0.
+    TRAIN_BOUNDARY_POINT_RATIO and IMAGE_PATCH_SIZE 0.
     """
     train_num_points = cfg.MODEL.POINT_HEAD.TRAIN_NUM_POINTS
     if train_num_points <= 0:
@@ -318,6 +318,11 @@ def instance_point_settings(cfg: CfgNode) -> PointSettings:
             f"MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO={settings.train_boundary_ratio}: "
             "the instance mask heads sample no points on ground-truth boundaries (semantic "
             "PointRend only); set it to 0"
+        )
+    if settings.image_patch_size > 0:
+        raise ValueError(
+            f"MODEL.POINT_HEAD.IMAGE_PATCH_SIZE={settings.image_patch_size}: the instance mask "
+            "heads read no image pixels at their points (semantic PointRend only); set it to 0"
         )
     return settings
 

@@ -186,6 +186,35 @@ def sample_boundary_points(
     return torch.stack([x, y], dim=2)
 
 
+def sample_patches(input: Tensor, point_coords: Tensor, size: int) -> Tensor:
+    """
+    The ``size x size`` neighbourhood of each point in a map: the map sampled bilinearly at the
+    point and at offsets of whole cells around it (-(size - 1) / 2 to (size - 1) / 2 cells in x
+    and y). With a stride-1 map of the image it gives a point head the pixels around a point,
+    where a structure 1-4 px wide shows even when the coarser maps blur it.
+
+    Args:
+        input: (N, C, H, W) map.
+        point_coords: (N, P, 2) points in ``[0, 1] x [0, 1]`` image coordinates.
+        size: S, an odd number >= 1 (1 is :func:`point_sample` itself).
+
+    Returns:
+        (N, C * S * S, P): channel ``c`` at offset ``o`` (row-major over the S x S offsets, top
+        left first) is channel ``c * S * S + o``. Offsets outside the map read zero padding.
+    """
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"size must be an odd number >= 1, got {size}")
+    batch_size, num_points = point_coords.shape[:2]
+    channels, height, width = input.shape[1:]
+    steps = torch.arange(size, dtype=torch.float32, device=point_coords.device) - (size - 1) / 2
+    dy, dx = torch.meshgrid(steps, steps, indexing="ij")
+    offsets = torch.stack([dx.reshape(-1) / width, dy.reshape(-1) / height], dim=1)
+    coords = point_coords.unsqueeze(2) + offsets.to(point_coords.dtype)
+    values = point_sample(input, coords.reshape(batch_size, num_points * size * size, 2))
+    values = values.reshape(batch_size, channels, num_points, size * size).transpose(2, 3)
+    return values.reshape(batch_size, channels * size * size, num_points)
+
+
 def grid_cell_centers(point_indices: Tensor, height: int, width: int) -> Tensor:
     """
     Centres of grid cells given by flat index.

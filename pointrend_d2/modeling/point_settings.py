@@ -28,6 +28,8 @@ class PointSettings:
             candidates (the rest are uniform).
         train_boundary_ratio: the fraction of the N points drawn on the ground truth's
             boundaries instead (semantic heads; k and beta then apply to the rest).
+        image_patch_size: S, the point head also reads the S x S image pixels around each point
+            (semantic heads, from the backbone's stride-1 map ``"image"``); 0 reads none.
         subdivision_steps: 2x upsample-and-refine steps at inference; -1 derives them from the
             coarse stride (semantic heads only, :meth:`steps_to_input_resolution`).
         subdivision_num_points: cells re-predicted per step and map (image or box).
@@ -42,6 +44,7 @@ class PointSettings:
     oversample_ratio: float
     importance_sample_ratio: float
     train_boundary_ratio: float
+    image_patch_size: int
     subdivision_steps: int
     subdivision_num_points: int
     subdivision_selection: str
@@ -68,6 +71,13 @@ class PointSettings:
                 0 <= self.train_boundary_ratio < 1,
                 "must be in [0, 1) (the fraction of the points drawn on the ground truth's "
                 "boundaries; the rest are chosen by uncertainty)",
+            ),
+            (
+                "IMAGE_PATCH_SIZE",
+                self.image_patch_size,
+                self.image_patch_size == 0 or self.image_patch_size % 2 == 1,
+                "must be 0 (no image pixels) or an odd number >= 1 (the side of the patch of "
+                "pixels centred on each point)",
             ),
             (
                 "SUBDIVISION_STEPS",
@@ -109,6 +119,7 @@ class PointSettings:
             oversample_ratio=point_cfg.OVERSAMPLE_RATIO,
             importance_sample_ratio=point_cfg.IMPORTANCE_SAMPLE_RATIO,
             train_boundary_ratio=point_cfg.TRAIN_BOUNDARY_POINT_RATIO,
+            image_patch_size=point_cfg.IMAGE_PATCH_SIZE,
             subdivision_steps=point_cfg.SUBDIVISION_STEPS,
             subdivision_num_points=point_cfg.SUBDIVISION_NUM_POINTS,
             subdivision_selection=point_cfg.SUBDIVISION_SELECTION,

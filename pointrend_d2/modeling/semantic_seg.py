@@ -10,8 +10,14 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
 from .coarse_head import build_coarse_head, expand_foreground_logit
+from .image_feature_backbone import IMAGE_FEATURE
 from .losses import point_loss
-from .point_features import point_sample, sample_boundary_points, sample_uncertain_points
+from .point_features import (
+    point_sample,
+    sample_boundary_points,
+    sample_patches,
+    sample_uncertain_points,
+)
 from .point_head import build_point_head, point_in_features
 from .point_settings import PointSettings
 from .point_supervision import (
@@ -101,6 +107,8 @@ class PointRendSemanticHead(nn.Module):
         point_settings = PointSettings.from_config(cfg)
         in_features = point_in_features(cfg, input_shape)
         input_channels = sum(input_shape[f].channels for f in in_features)
+        if point_settings.image_patch_size > 0:
+            input_channels += image_patch_channels(input_shape, point_settings.image_patch_size)
         coarse_head = build_coarse_head(cfg, input_shape)
         point_supervision = point_supervision_from_config(cfg)
         if point_supervision:
@@ -199,9 +207,16 @@ class PointRendSemanticHead(nn.Module):
         Returns:
             (N, K, P) point logits.
         """
-        fine_grained_features = torch.cat(
-            [point_sample(features[name], point_coords) for name in self.in_features], dim=1
-        )
+        fine_grained_features = [
+            point_sample(features[name], point_coords) for name in self.in_features
+        ]
+        if self.point_settings.image_patch_size > 0:
+            fine_grained_features.append(
+                sample_patches(
+                    features[IMAGE_FEATURE], point_coords, self.point_settings.image_patch_size
+                )
+            )
+        fine_grained_features = torch.cat(fine_grained_features, dim=1)
         coarse_features = point_sample(coarse_logits, point_coords)
         return self.point_head(fine_grained_features, coarse_features)
 
@@ -234,3 +249,22 @@ class PointRendSemanticHead(nn.Module):
             ),
             on_step=on_step,
         )
+
+
+def image_patch_channels(input_shape: dict[str, ShapeSpec], patch_size: int) -> int:
+    """
+    The point head's input channels from ``patch_size x patch_size`` patches of the backbone's
+    :data:`IMAGE_FEATURE` map (MODEL.POINT_HEAD.IMAGE_PATCH_SIZE).
+
+    Raises:
+        ValueError: if the backbone has no stride-1 image map, saying how to add one.
+    """
+    image_shape = input_shape.get(IMAGE_FEATURE)
+    if image_shape is None or image_shape.stride != 1:
+        raise ValueError(
+            f"MODEL.POINT_HEAD.IMAGE_PATCH_SIZE={patch_size} reads the backbone's stride-1 map "
+            f"{IMAGE_FEATURE!r}, which it does not output (its maps: {sorted(input_shape)}); set "
+            "MODEL.BACKBONE.NAME to 'build_backbone_with_image' and MODEL.BACKBONE.WRAPPED_NAME "
+            "to the backbone it wraps, or IMAGE_PATCH_SIZE to 0"
+        )
+    return image_shape.channels * patch_size * patch_size

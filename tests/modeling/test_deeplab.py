@@ -100,6 +100,7 @@ def steps_to_input_resolution(subdivision_steps: int, coarse_stride: int) -> int
         oversample_ratio=3,
         importance_sample_ratio=0.75,
         train_boundary_ratio=0.0,
+        image_patch_size=0,
         subdivision_steps=subdivision_steps,
         subdivision_num_points=1,
         subdivision_selection="auto",
