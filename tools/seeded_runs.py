@@ -137,6 +137,14 @@ TASKS = {
         (
             Variant("mask_rcnn", "configs/quickstart/mask_rcnn_instance.yaml"),
             Variant("pointrend", "configs/quickstart/pointrend_instance.yaml"),
+            Variant(
+                "pointrend_coarse14",
+                "configs/quickstart/pointrend_instance.yaml",
+                (
+                    *("MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION", "14"),
+                    *("MODEL.POINT_HEAD.SUBDIVISION_STEPS", "4"),
+                ),
+            ),
         ),
         (
             ("segm/AP", "mask AP"),

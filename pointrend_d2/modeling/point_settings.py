@@ -75,7 +75,8 @@ class PointSettings:
             (
                 "IMAGE_PATCH_SIZE",
                 self.image_patch_size,
-                self.image_patch_size == 0 or self.image_patch_size % 2 == 1,
+                self.image_patch_size == 0
+                or (self.image_patch_size > 0 and self.image_patch_size % 2),
                 "must be 0 (no image pixels) or an odd number >= 1 (the side of the patch of "
                 "pixels centred on each point)",
             ),

@@ -51,6 +51,13 @@ from tests.helpers import small_fpn_cfg, small_rcnn_cfg
          r"TRAIN_BOUNDARY_POINT_RATIO=1.0: must be in \[0, 1\)"),
         ("MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO", -0.5,
          r"TRAIN_BOUNDARY_POINT_RATIO=-0.5: must be in \[0, 1\)"),
+        ("MODEL.POINT_HEAD.IMAGE_PATCH_SIZE", 4,
+         r"IMAGE_PATCH_SIZE=4: must be 0 \(no image pixels\) or an odd number >= 1"),
+        ("MODEL.POINT_HEAD.IMAGE_PATCH_SIZE", -1, r"IMAGE_PATCH_SIZE=-1: must be 0"),
+        # The default backbone outputs no image map.
+        ("MODEL.POINT_HEAD.IMAGE_PATCH_SIZE", 3,
+         r"IMAGE_PATCH_SIZE=3 reads the backbone's stride-1 map 'image', which it does not output "
+         r"\(its maps: \['p2', .*\]\); set MODEL.BACKBONE.NAME to 'build_backbone_with_image'"),
     ],
 )  # fmt: skip
 def test_bad_value_is_named_at_build_time(key, value, message):
@@ -81,6 +88,9 @@ def test_bad_value_is_named_at_build_time(key, value, message):
         ("MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO", 0.25,
          r"TRAIN_BOUNDARY_POINT_RATIO=0.25: the instance mask heads sample no points on "
          r"ground-truth boundaries \(semantic PointRend only\); set it to 0"),
+        ("MODEL.POINT_HEAD.IMAGE_PATCH_SIZE", 3,
+         r"IMAGE_PATCH_SIZE=3: the instance mask heads read no image pixels at their points "
+         r"\(semantic PointRend only\); set it to 0"),
     ],
 )  # fmt: skip
 def test_bad_instance_value_is_named_at_build_time(key, value, message):

@@ -9,6 +9,7 @@ from pointrend_d2.modeling.point_features import (
     grid_cell_centers,
     point_sample,
     sample_boundary_points,
+    sample_patches,
     sample_uncertain_points,
     select_uncertain_grid_points,
 )
@@ -158,3 +159,30 @@ def test_boundary_points_lie_in_boundary_pixels_and_are_reproducible():
     assert torch.equal(points, again)
     with pytest.raises(ValueError, match="num_points must be > 0, got 0"):
         sample_boundary_points(labels, 0, 255)
+
+
+def test_patches_are_the_cells_around_each_point_in_row_major_order():
+    # Power-of-two grid: centres and one-cell offsets are exact in float32, so every sample is a
+    # cell's value; offsets past the border read zero padding.
+    values = torch.randn(2, 3, 16, 32)
+    rows = torch.tensor([[5, 0, 15], [8, 8, 1]])
+    cols = torch.tensor([[7, 0, 31], [20, 21, 30]])
+    patches = sample_patches(values, grid_cell_centers(rows * 32 + cols, 16, 32), 3)
+    assert patches.shape == (2, 3 * 9, 3)
+    padded = torch.nn.functional.pad(values, (1, 1, 1, 1))
+    for n in range(2):
+        for p in range(3):
+            window = padded[n, :, rows[n, p] : rows[n, p] + 3, cols[n, p] : cols[n, p] + 3]
+            assert torch.equal(patches[n, :, p], window.reshape(-1))
+
+
+def test_a_patch_of_one_is_the_point_sample():
+    values = torch.randn(1, 4, 9, 13)
+    points = torch.rand(1, 50, 2)
+    assert torch.equal(sample_patches(values, points, 1), point_sample(values, points))
+
+
+@pytest.mark.parametrize("size", [0, 2, -1])
+def test_patch_size_must_be_odd_and_positive(size):
+    with pytest.raises(ValueError, match=f"size must be an odd number >= 1, got {size}"):
+        sample_patches(torch.zeros(1, 1, 4, 4), torch.rand(1, 2, 2), size)
