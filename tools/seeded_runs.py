@@ -18,9 +18,11 @@ of it):
 Small and thin objects (each variant's difference from the first, in points):
 
 * thin-semantic: the semantic quickstart (paper's training points) against a quarter of its
-  training points on the ground truth's boundaries (MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO);
-  mIoU, mBIoU and IoU per class.
-* thin-instance: the instance quickstart's Mask R-CNN against PointRend; mask AP, APs, AP50,
+  training points on the ground truth's boundaries (MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO),
+  and against that plus the 7 x 7 image pixels around each point (MODEL.POINT_HEAD.
+  IMAGE_PATCH_SIZE); mIoU, mBIoU and IoU per class.
+* thin-instance: the instance quickstart's Mask R-CNN against PointRend, and against PointRend
+  with 14 x 14 coarse masks (MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION); mask AP, APs, AP50,
   AP75, Boundary AP and wire mask AP.
 
 Each run's OUTPUT_DIR is ``<output-root>/<task>_<variant>_seed<k>``. A run whose metrics.json

@@ -122,6 +122,7 @@ def test_difference_table_of_a_thin_structure_comparison(tmp_path):
     for variant, values in (
         ("paper", [60, 50, 20, 40, 80, 90]),
         ("boundary25", [61, 52, 35, 39, 80, 91]),
+        ("boundary25_patch7", [62, 55, 50, 41, 79, 90]),
     ):
         write_run(
             tmp_path / "runs",
@@ -142,6 +143,11 @@ def test_difference_table_of_a_thin_structure_comparison(tmp_path):
     )
     page = results.read_text()
     assert "MODEL.POINT_HEAD.TRAIN_BOUNDARY_POINT_RATIO 0.25" in page
+    assert "MODEL.POINT_HEAD.IMAGE_PATCH_SIZE 7" in page
     rows = [line for line in page.splitlines() if line.startswith("| ")]
     assert "boundary25 - paper, IoU wire" in rows[0]
-    assert rows[1].endswith("| +1.00 | +2.00 | +15.00 | -1.00 | +0.00 | +1.00 |")
+    assert "boundary25_patch7 - paper, IoU wire" in rows[0]
+    assert rows[1].endswith(
+        "| +1.00 | +2.00 | +15.00 | -1.00 | +0.00 | +1.00 "
+        "| +2.00 | +5.00 | +30.00 | +1.00 | -1.00 | +0.00 |"
+    )
