@@ -22,8 +22,12 @@ Small and thin objects (each variant's difference from the first, in points):
   and against that plus the 7 x 7 image pixels around each point (MODEL.POINT_HEAD.
   IMAGE_PATCH_SIZE); mIoU, mBIoU and IoU per class.
 * thin-instance: the instance quickstart's Mask R-CNN against PointRend, and against PointRend
-  with 14 x 14 coarse masks (MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION); mask AP, APs, AP50,
-  AP75, Boundary AP and wire mask AP.
+  with its mask head trained on the ground-truth-matched proposals instead of the predicted boxes
+  (MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES False, as Mask R-CNN), and with 14 x 14 coarse masks
+  (MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION); mask AP, APs, AP50, AP75, Boundary AP and wire
+  mask AP.
+
+--variants compares only some of a task's variants (its first one always).
 
 Each run's OUTPUT_DIR is ``<output-root>/<task>_<variant>_seed<k>``. A run whose metrics.json
 already holds its final evaluation is not trained again, and an interrupted one continues from
@@ -140,6 +144,11 @@ TASKS = {
             Variant("mask_rcnn", "configs/quickstart/mask_rcnn_instance.yaml"),
             Variant("pointrend", "configs/quickstart/pointrend_instance.yaml"),
             Variant(
+                "pointrend_gt_boxes",
+                "configs/quickstart/pointrend_instance.yaml",
+                ("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", "False"),
+            ),
+            Variant(
                 "pointrend_coarse14",
                 "configs/quickstart/pointrend_instance.yaml",
                 (
@@ -195,15 +204,16 @@ def final_metrics(output_dir: Path, keys: list[str]) -> dict | None:
     return found
 
 
-def results_table(task: str, metrics: dict, seeds: list[int]) -> str:
+def results_table(task: str, variants: list[Variant], metrics: dict, seeds: list[int]) -> str:
     """
     The markdown table: per seed and on average, each variant's metrics, and each other variant's
     against the first (same seed; the mean row: of the means), as the task's comparison says.
 
     Args:
+        variants: the task's variants compared, its first one first.
         metrics: ``(variant name, seed) -> metrics.json entry``.
     """
-    variants, columns = TASKS[task].variants, TASKS[task].metrics
+    columns = TASKS[task].metrics
     reference = variants[0].name
     ratio = TASKS[task].comparison == "ratio"
     header = ["seed"] + [f"{v.name}: {' / '.join(title for _, title in columns)}" for v in variants]
@@ -257,7 +267,9 @@ def train(command: list[str], output_dir: Path, jobs: int) -> None:
         subprocess.run(command, cwd=REPO, check=True, env=env, stdout=console, stderr=console)
 
 
-def results_page(task: str, metrics: dict, seeds: list[int], root: Path, jobs: int) -> str:
+def results_page(
+    task: str, variants: list[Variant], metrics: dict, seeds: list[int], root: Path, jobs: int
+) -> str:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
         cwd=REPO,
@@ -267,9 +279,10 @@ def results_page(task: str, metrics: dict, seeds: list[int], root: Path, jobs: i
     ).stdout.strip()
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}"
     seed_list = " ".join(map(str, seeds))
-    command = f"bash tools/with_env.sh python tools/seeded_runs.py {task} --seeds {seed_list}" + (
-        f" --jobs {jobs}" if jobs > 1 else ""
-    )
+    command = f"bash tools/with_env.sh python tools/seeded_runs.py {task} --seeds {seed_list}"
+    if len(variants) < len(TASKS[task].variants):
+        command += " --variants " + " ".join(variant.name for variant in variants)
+    command += f" --jobs {jobs}" if jobs > 1 else ""
     # A run's numbers depend on its thread count, not on what ran beside it.
     threads = threads_per_run(jobs) if jobs > 1 else os.environ.get("OMP_NUM_THREADS", "all cores")
     lines = [
@@ -284,10 +297,15 @@ def results_page(task: str, metrics: dict, seeds: list[int], root: Path, jobs: i
         "It trains, for each seed:",
         "",
     ]
-    for variant in TASKS[task].variants:
+    for variant in variants:
         options = " ".join(shlex.quote(option) for option in variant.options)
         lines.append(f"* {variant.name}: `{variant.config}` {options}".rstrip())
-    lines += ["", f"Evaluated on {TASKS[task].dataset}.", "", results_table(task, metrics, seeds)]
+    lines += [
+        "",
+        f"Evaluated on {TASKS[task].dataset}.",
+        "",
+        results_table(task, variants, metrics, seeds),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -297,6 +315,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        help="compare only these of the task's variants (its first one is always compared)",
+    )
     parser.add_argument("--output-root", type=Path, default=Path("output/seeded_runs"))
     parser.add_argument("--results", type=Path, help="the table's file (must not exist)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
@@ -306,6 +329,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: must be 1 or more")
+    names = [variant.name for variant in TASKS[args.task].variants]
+    unknown = sorted(set(args.variants or []) - set(names))
+    if unknown:
+        parser.error(f"--variants {' '.join(unknown)}: {args.task}'s variants are {names}")
     if args.results is None:
         args.results = REPO / "docs/results" / f"{datetime.date.today()}-{TASKS[args.task].page}.md"
     if args.results.exists() and not args.dry_run:
@@ -316,10 +343,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     task = TASKS[args.task]
+    variants = [
+        variant
+        for index, variant in enumerate(task.variants)
+        if index == 0 or args.variants is None or variant.name in args.variants
+    ]
     keys = [key for key, _ in task.metrics]
     missing = []
     for seed in args.seeds:
-        for variant in task.variants:
+        for variant in variants:
             output_dir = run_dir(args.output_root, args.task, variant, seed)
             if final_metrics(output_dir, keys) is None:
                 resume = (output_dir / "last_checkpoint").is_file()
@@ -338,7 +370,7 @@ def main(argv=None) -> dict:
             raise
     metrics = {}
     for seed in args.seeds:
-        for variant in task.variants:
+        for variant in variants:
             output_dir = run_dir(args.output_root, args.task, variant, seed)
             metrics[variant.name, seed] = final_metrics(output_dir, keys)
             if metrics[variant.name, seed] is None:
@@ -346,7 +378,7 @@ def main(argv=None) -> dict:
                     f"{output_dir}/metrics.json holds no final evaluation ({keys}) after the "
                     "training: is DATASETS.TEST set?"
                 )
-    page = results_page(args.task, metrics, args.seeds, args.output_root, args.jobs)
+    page = results_page(args.task, variants, metrics, args.seeds, args.output_root, args.jobs)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with open(args.results, "x") as f:  # never overwrites
         f.write(page)
