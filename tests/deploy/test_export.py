@@ -38,6 +38,14 @@ CHECK_SIZES = [EXAMPLE_SIZE, (100, 150), (320, 416), (20, 50)]
 MODELS = {
     "fpn": lambda: small_fpn_cfg(5),
     "deeplab": lambda: small_deeplab_cfg(5),
+    # The point head also reads 3 x 3 image patches from the backbone's "image" map.
+    "fpn_image_patches": lambda: small_fpn_cfg(
+        5,
+        **{
+            "MODEL.BACKBONE.NAME": "build_backbone_with_image",
+            "MODEL.POINT_HEAD.IMAGE_PATCH_SIZE": 3,
+        },
+    ),
     "fpn_baseline": lambda: small_fpn_cfg(
         5, **{"MODEL.SEM_SEG_HEAD.NAME": "SemanticFPNCoarseHead"}
     ),
@@ -97,6 +105,7 @@ def load_cfg(config_file: str, weights: str):
         pytest.param(("fpn", "onnx"), marks=pytest.mark.slow),
         pytest.param(("deeplab", "torch_export"), marks=pytest.mark.slow),
         pytest.param(("deeplab", "onnx"), marks=pytest.mark.slow),
+        pytest.param(("fpn_image_patches", "torch_export"), marks=pytest.mark.slow),
         pytest.param(("fpn_baseline", "torch_export"), marks=pytest.mark.slow),
         pytest.param(("deeplab_baseline", "onnx"), marks=pytest.mark.slow),
     ],
