@@ -27,7 +27,8 @@ Small and thin objects (each variant's difference from the first, in points):
   (MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION); mask AP, APs, AP50, AP75, Boundary AP and wire
   mask AP.
 
---variants compares only some of a task's variants (its first one always).
+--variants compares only some of a task's variants, each against the first of them in the task's
+order.
 
 Each run's OUTPUT_DIR is ``<output-root>/<task>_<variant>_seed<k>``. A run whose metrics.json
 already holds its final evaluation is not trained again, and an interrupted one continues from
@@ -318,7 +319,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         nargs="+",
-        help="compare only these of the task's variants (its first one is always compared)",
+        help="compare only these of the task's variants (at least 2; the first in the task's "
+        "order is the one the others are compared with)",
     )
     parser.add_argument("--output-root", type=Path, default=Path("output/seeded_runs"))
     parser.add_argument("--results", type=Path, help="the table's file (must not exist)")
@@ -333,6 +335,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = sorted(set(args.variants or []) - set(names))
     if unknown:
         parser.error(f"--variants {' '.join(unknown)}: {args.task}'s variants are {names}")
+    if args.variants is not None and len(set(args.variants)) < 2:
+        parser.error(f"--variants {' '.join(args.variants)}: name 2 or more to compare")
     if args.results is None:
         args.results = REPO / "docs/results" / f"{datetime.date.today()}-{TASKS[args.task].page}.md"
     if args.results.exists() and not args.dry_run:
@@ -343,11 +347,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     task = TASKS[args.task]
-    variants = [
-        variant
-        for index, variant in enumerate(task.variants)
-        if index == 0 or args.variants is None or variant.name in args.variants
-    ]
+    variants = [v for v in task.variants if args.variants is None or v.name in args.variants]
     keys = [key for key, _ in task.metrics]
     missing = []
     for seed in args.seeds:

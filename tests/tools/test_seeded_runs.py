@@ -153,22 +153,28 @@ def test_difference_table_of_a_thin_structure_comparison(tmp_path):
     )
 
 
-def test_variants_option_compares_only_those_and_names_them(tmp_path, capsys):
+def test_variants_option_compares_only_those_against_the_first_of_them(tmp_path, capsys):
     columns = [key for key, _ in runs_tool().TASKS["thin-instance"].metrics]
-    for variant, value in (("mask_rcnn", 5.0), ("pointrend_coarse14", 7.0)):
+    for variant, value in (("pointrend", 5.0), ("pointrend_coarse14", 7.0)):
         write_run(
             tmp_path / "runs", f"thin-instance_{variant}_seed0", dict.fromkeys(columns, value)
         )
     results = tmp_path / "table.md"
     arguments = ["thin-instance", "--seeds", "0", "--output-root", str(tmp_path / "runs")]
-    runs_tool().main([*arguments, "--variants", "pointrend_coarse14", "--results", str(results)])
+    variants = ["--variants", "pointrend_coarse14", "pointrend"]
+    runs_tool().main([*arguments, *variants, "--results", str(results)])
     page = results.read_text()
-    assert "--seeds 0 --variants mask_rcnn pointrend_coarse14" in page
+    assert "--seeds 0 --variants pointrend pointrend_coarse14" in page
     rows = [line for line in page.splitlines() if line.startswith("| ")]
-    assert "pointrend_coarse14 - mask_rcnn, APs" in rows[0] and "pointrend:" not in rows[0]
+    assert "pointrend_coarse14 - pointrend, APs" in rows[0] and "mask_rcnn" not in page
     assert rows[1].endswith("| +2.00 | +2.00 | +2.00 | +2.00 | +2.00 | +2.00 |")
-    with pytest.raises(SystemExit):
-        runs_tool().main([*arguments, "--variants", "coarse14", "--dry-run"])
-    assert (
-        "--variants coarse14: thin-instance's variants are ['mask_rcnn'" in capsys.readouterr().err
-    )
+    for bad, message in (
+        (
+            ["pointrend", "coarse14"],
+            "--variants coarse14: thin-instance's variants are ['mask_rcnn'",
+        ),
+        (["pointrend"], "--variants pointrend: name 2 or more to compare"),
+    ):
+        with pytest.raises(SystemExit):
+            runs_tool().main([*arguments, "--variants", *bad, "--dry-run"])
+        assert message in capsys.readouterr().err
