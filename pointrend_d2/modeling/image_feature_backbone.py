@@ -79,11 +79,11 @@ def build_backbone_with_image(cfg: CfgNode, input_shape: ShapeSpec) -> ImageFeat
         ValueError: naming MODEL.BACKBONE.WRAPPED_NAME if it is not registered or names this
             builder.
     """
-    name = cfg.MODEL.BACKBONE.WRAPPED_NAME
-    if name == "build_backbone_with_image" or name not in BACKBONE_REGISTRY:
+    name, this_builder = cfg.MODEL.BACKBONE.WRAPPED_NAME, build_backbone_with_image.__name__
+    if name == this_builder or name not in BACKBONE_REGISTRY:
         raise ValueError(
             f"MODEL.BACKBONE.WRAPPED_NAME={name!r}: must name another backbone builder of "
             f"BACKBONE_REGISTRY (the backbone whose maps come with the image), one of "
-            f"{sorted(n for n, _ in BACKBONE_REGISTRY if n != 'build_backbone_with_image')}"
+            f"{sorted(n for n, _ in BACKBONE_REGISTRY if n != this_builder)}"
         )
     return ImageFeatureBackbone(BACKBONE_REGISTRY.get(name)(cfg, input_shape), input_shape.channels)

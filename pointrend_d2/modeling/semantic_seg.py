@@ -207,16 +207,11 @@ class PointRendSemanticHead(nn.Module):
         Returns:
             (N, K, P) point logits.
         """
-        fine_grained_features = [
-            point_sample(features[name], point_coords) for name in self.in_features
-        ]
-        if self.point_settings.image_patch_size > 0:
-            fine_grained_features.append(
-                sample_patches(
-                    features[IMAGE_FEATURE], point_coords, self.point_settings.image_patch_size
-                )
-            )
-        fine_grained_features = torch.cat(fine_grained_features, dim=1)
+        patch_size = self.point_settings.image_patch_size
+        sampled = [point_sample(features[name], point_coords) for name in self.in_features]
+        if patch_size > 0:
+            sampled.append(sample_patches(features[IMAGE_FEATURE], point_coords, patch_size))
+        fine_grained_features = torch.cat(sampled, dim=1)
         coarse_features = point_sample(coarse_logits, point_coords)
         return self.point_head(fine_grained_features, coarse_features)
 
